@@ -1,1 +1,29 @@
 //! Starts the real peers the integration tests talk to, once per test binary.
+//!
+//! - [`idp`]: panva's `oidc-provider` (tests/idp), the OpenID Provider latchkey trusts.
+//!
+//! Cargo also builds this file as a test target of its own (tests/*.rs are auto-discovered), so
+//! module paths are spelled out and the test-code lint allowances are repeated here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    unreachable_pub,
+    reason = "test code: a failed assumption should fail the test loudly"
+)]
+
+#[allow(
+    dead_code,
+    reason = "shared by many test modules; not every helper is used by every one"
+)]
+#[path = "harness/idp.rs"]
+pub mod idp;
+
+/// A free TCP port on 127.0.0.1: binds port 0, reads the port the OS chose, and releases it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind 127.0.0.1:0")
+}
