@@ -9,3 +9,6 @@
 )]
 
 mod harness;
+
+#[path = "integration/idp_smoke.rs"]
+mod idp_smoke;
