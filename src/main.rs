@@ -1,1 +1,5 @@
-fn main() {}
+//! The `latchkey` command: parse, run, exit.
+
+fn main() -> std::process::ExitCode {
+    latchkey::cli::main()
+}

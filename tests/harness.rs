@@ -20,6 +20,10 @@
 #[path = "harness/idp.rs"]
 pub mod idp;
 
+#[allow(dead_code, reason = "not every test uses every helper")]
+#[path = "harness/broker.rs"]
+pub mod broker;
+
 /// A free TCP port on 127.0.0.1: binds port 0, reads the port the OS chose, and releases it.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))

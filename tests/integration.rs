@@ -5,6 +5,7 @@
     clippy::panic,
     clippy::indexing_slicing,
     unreachable_pub,
+    clippy::disallowed_methods,
     reason = "test code: a failed assumption should fail the test loudly"
 )]
 
@@ -12,3 +13,12 @@ mod harness;
 
 #[path = "integration/idp_smoke.rs"]
 mod idp_smoke;
+
+#[path = "integration/bad_tokens.rs"]
+mod bad_tokens;
+#[path = "integration/identity.rs"]
+mod identity;
+#[path = "integration/server.rs"]
+mod server;
+#[path = "integration/sandbox.rs"]
+mod sandbox;

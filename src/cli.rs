@@ -1,0 +1,92 @@
+//! The `latchkey` command line: one binary, several subcommands.
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 denied, 4 login needed, 64 bad configuration.
+
+mod audit;
+mod config;
+mod dev;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a bad configuration (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// latchkey: short-lived AWS access for people who logged in with their identity provider.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// The local development sandbox (loopback only; never for production).
+    Dev(dev::DevArgs),
+    /// Run the broker.
+    Server {
+        /// The configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// Parses the command line, runs it and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One crypto provider for the process; a dependency that pulled in another would otherwise
+    // turn into a panic at the first TLS connection.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("latchkey: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Config(cmd) => config::run(cmd),
+            Command::Dev(args) => dev::run(args).await,
+            Command::Server { config } => server::run(&config).await,
+        }
+    })
+}
+
+/// Sets up logging to stderr: JSON lines for services, text for interactive commands.
+/// `RUST_LOG` overrides the level (default `info`).
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

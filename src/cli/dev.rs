@@ -1,0 +1,186 @@
+//! `latchkey dev`: the local sandbox, and `latchkey dev token USER`.
+//!
+//! Everything binds to loopback; any other address is refused. State (TLS material, the
+//! development issuer's key, the SQLite store, the audit stream) lives in `--state-dir`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::dev::{DevIssuer, ensure_tls, load_users, require_loopback};
+use crate::server::{Server, shutdown_signal};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(super) struct DevArgs {
+    #[command(subcommand)]
+    command: Option<DevCmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCmd {
+    /// Print a development ID token for a demo user.
+    Token {
+        /// The demo user (from the users file).
+        user: String,
+        #[command(flatten)]
+        common: Common,
+        /// Lifetime of the token in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Where the broker listens (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Where the development issuer listens (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    issuer_listen: SocketAddr,
+    /// The policy directory.
+    #[arg(long, default_value = "policies")]
+    policy_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Directory for the sandbox's state.
+    #[arg(long, default_value = ".latchkey-dev", env = "LATCHKEY_DEV_STATE")]
+    state_dir: PathBuf,
+    /// The demo users file.
+    #[arg(long, default_value = "policies/dev-users.toml")]
+    users: PathBuf,
+}
+
+pub(super) async fn run(args: DevArgs) -> ExitCode {
+    let result = match args.command {
+        Some(DevCmd::Token { user, common, ttl }) => token(&user, &common, ttl),
+        None => serve(args.run).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("latchkey dev: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(user: &str, common: &Common, ttl: i64) -> anyhow::Result<ExitCode> {
+    let issuer_url = std::fs::read_to_string(common.state_dir.join("issuer-url"))
+        .map_err(|_| anyhow::anyhow!("no sandbox state in `{}`; run `latchkey dev` first", common.state_dir.display()))?;
+    let issuer = DevIssuer::open(&common.state_dir, issuer_url.trim().to_owned())?;
+    let users = load_users(&common.users)?;
+    let u = users
+        .iter()
+        .find(|u| u.name == user)
+        .ok_or_else(|| crate::dev::DevError::UnknownUser(user.to_owned()))?;
+    println!("{}", issuer.mint(u, SystemClock.unix(), ttl)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+    super::init_logging(false);
+    require_loopback(args.listen)?;
+    require_loopback(args.issuer_listen)?;
+    let dir = &args.common.state_dir;
+    create_private_dir(dir)?;
+    let dir = dir.canonicalize()?;
+    let users = load_users(&args.common.users)?;
+    let tls = ensure_tls(&dir)?;
+    let issuer_url = format!("http://{}", args.issuer_listen);
+    let issuer = DevIssuer::open(&dir, issuer_url.clone())?;
+    std::fs::write(dir.join("issuer-url"), &issuer_url)?;
+
+    let issuer_listener = tokio::net::TcpListener::bind(args.issuer_listen).await?;
+    let issuer_app = issuer.router();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(issuer_listener, issuer_app).await {
+            tracing::error!(error = %e, "the development issuer stopped");
+        }
+    });
+
+    let policy_dir = std::path::absolute(&args.policy_dir)?;
+    // Paths go through TOML's own string quoting, so odd characters cannot break the file.
+    let q = |s: String| toml::Value::String(s).to_string();
+    let config_text = format!(
+        r#"
+[server]
+listen = {listen}
+tls_cert = {cert}
+tls_key = {key}
+[store]
+url = {db}
+[audit]
+sink = {audit}
+[[oidc.provider]]
+issuer = {issuer}
+audiences = [{client}]
+cli_client_id = {client}
+groups_claim = "groups"
+attributes = ["department"]
+[policy]
+dir = {policy}
+"#,
+        listen = q(args.listen.to_string()),
+        cert = q(tls.cert.display().to_string()),
+        key = q(tls.key.display().to_string()),
+        db = q(format!("sqlite://{}", dir.join("latchkey.db").display())),
+        audit = q(format!("file:{}", dir.join("audit.jsonl").display())),
+        issuer = q(issuer_url.clone()),
+        client = q(crate::dev::DEV_CLIENT_ID.to_owned()),
+        policy = q(policy_dir.display().to_string()),
+    );
+    let config = Config::from_toml(&config_text, &dir, &Vec::new())?;
+    let server = Server::build(&config, Arc::new(SystemClock)).await?;
+    let listener = server.bind().await?;
+    banner(&args, &dir, &tls.ca_cert, &users);
+    server.serve(listener, shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn banner(args: &RunArgs, dir: &Path, ca: &Path, users: &[crate::dev::DevUser]) {
+    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    eprintln!(
+        "\n\
+         ================================================================\n\
+         \x20 latchkey DEVELOPMENT SANDBOX: NOT FOR PRODUCTION\n\
+         \x20 tokens are minted locally for demo users; loopback only\n\
+         ================================================================\n\
+         \x20 broker:       https://{listen}\n\
+         \x20 dev issuer:   http://{issuer}\n\
+         \x20 state:        {dir}\n\
+         \x20 CA to trust:  {ca}\n\
+         \x20 demo users:   {users}\n\
+         \n\
+         Try, in another shell:\n\
+         \x20 TOKEN=$(latchkey dev token alice --state-dir {dir})\n\
+         \x20 curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" https://{listen}/v1/whoami\n",
+        listen = args.listen,
+        issuer = args.issuer_listen,
+        dir = dir.display(),
+        ca = ca.display(),
+        users = names.join(", "),
+    );
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}

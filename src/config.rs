@@ -1,0 +1,666 @@
+//! Server configuration: TOML plus `LATCHKEY_<SECTION>__<KEY>` environment overrides, validated
+//! into parsed types with every error reported at once.
+//!
+//! Flow: file → [`toml::Table`] → environment overlay (through [`Source`]) → [`Config`].
+//! Relative paths are resolved against the configuration file's directory. Every key is
+//! documented in `deploy/latchkey.example.toml`. This module performs file reads only to load the
+//! configuration itself and to check that named files exist; it opens no sockets.
+
+mod duration;
+mod fields;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+use url::Url;
+
+pub use duration::{ConfigDuration, parse_duration};
+use fields::Fields;
+
+/// The example configuration, with every key documented.
+pub const EXAMPLE: &str = include_str!("../deploy/latchkey.example.toml");
+
+/// The validated configuration of `latchkey server`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The HTTPS listener.
+    pub server: ServerConfig,
+    /// Where state and the audit chain live.
+    pub store: StoreConfig,
+    /// Audit chain key and streaming sink.
+    pub audit: AuditConfig,
+    /// Trusted OIDC issuers.
+    pub oidc: OidcConfig,
+    /// How the broker reaches AWS.
+    pub aws: AwsConfig,
+    /// Where the role catalog and policies live.
+    pub policy: PolicyConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Certificate chain and key; `None` only with `dangerous_plain_http` on a loopback address.
+    pub tls: Option<TlsFiles>,
+    /// Time allowed for one request, start to finish.
+    pub request_timeout: Duration,
+    /// Time allowed for a client to send its request head (and to finish the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Requests processed at once at most; more wait (and may time out).
+    pub max_concurrent_requests: usize,
+    /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
+    pub shutdown_grace: Duration,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[store]`.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or `postgres://...`; may hold a password, so `Debug` redacts it.
+    pub url: String,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Where each record is streamed as a JSON line.
+    pub sink: AuditSinkConfig,
+    /// Key for HMAC-SHA-256 chaining; plain SHA-256 when absent.
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+/// Where audit records are streamed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSinkConfig {
+    /// Append JSON lines to a file.
+    File(PathBuf),
+    /// Write JSON lines to standard output.
+    Stdout,
+}
+
+/// `[oidc]`.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// Each trusted issuer.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// One `[[oidc.provider]]`.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The issuer, compared byte for byte with `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// The client id `latchkey login` uses.
+    pub cli_client_id: String,
+    /// Path of the groups claim, split on `.` (`realm_access.roles` → `["realm_access", "roles"]`).
+    pub groups_claim: Vec<String>,
+    /// Claims kept as attributes for policy and session tags.
+    pub attributes: Vec<String>,
+    /// `amr` values that mean multi-factor authentication.
+    pub mfa_amr: Vec<String>,
+    /// `acr` values that mean multi-factor authentication.
+    pub mfa_acr: Vec<String>,
+    /// Which token the CLI sends and the broker accepts.
+    pub token: TokenKind,
+    /// Tokens issued (`iat`) longer ago than this are refused even if not yet expired.
+    pub max_token_age: Duration,
+    /// A PEM CA bundle to trust for this issuer, besides the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The kind of JWT a provider's callers present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// RFC 9068 JWT access tokens (`typ: at+jwt`) whose `aud` is the broker.
+    Access,
+    /// OIDC ID tokens whose `aud` is the CLI's client id.
+    Id,
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// Region for STS and EC2 Instance Connect.
+    pub region: String,
+    /// An endpoint override (tests and the sandbox).
+    pub endpoint_url: Option<Url>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Directory with `catalog.toml`, `*.cedar`, the schema and `tests/`.
+    pub dir: PathBuf,
+}
+
+/// One problem in the configuration, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, such as `oidc.provider[0].issuer`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order found.
+    pub issues: Vec<ConfigIssue>,
+}
+
+/// Where environment overrides come from; a trait so tests need not touch the process environment.
+pub trait Source {
+    /// All `(name, value)` pairs.
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect()
+    }
+}
+
+impl Source for Vec<(String, String)> {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.clone()
+    }
+}
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "LATCHKEY_";
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, overlays and validates the configuration at `path`.
+    pub fn load(path: &Path, env: &dyn Source) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one(
+                path.display().to_string(),
+                format!("cannot read the file: {e}"),
+            )
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_toml(&text, base, env)
+    }
+
+    /// Parses configuration text; relative paths are resolved against `base`.
+    pub fn from_toml(text: &str, base: &Path, env: &dyn Source) -> Result<Self, ConfigError> {
+        let mut table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::one("(syntax)".into(), syntax_message(&e)))?;
+        let mut issues = Vec::new();
+        overlay_env(&mut table, env, &mut issues);
+        let config = parse_root(table, base, &mut issues);
+        match config {
+            Some(c) if issues.is_empty() => Ok(c),
+            _ => Err(ConfigError { issues }),
+        }
+    }
+}
+
+fn syntax_message(e: &toml::de::Error) -> String {
+    e.to_string().lines().next().unwrap_or("invalid TOML").to_owned()
+}
+
+/// Applies `LATCHKEY_SECTION__KEY=value` overrides. Values are read as TOML when they parse
+/// (`true`, `8443`, `["a", "b"]`) and as strings otherwise.
+fn overlay_env(table: &mut Table, env: &dyn Source, issues: &mut Vec<ConfigIssue>) {
+    for (name, value) in env.vars() {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        if section.is_empty() || key.is_empty() {
+            continue;
+        }
+        let parsed = format!("v = {value}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(Value::String(value));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        match entry {
+            Value::Table(t) => {
+                t.insert(key, parsed);
+            }
+            _ => issues.push(ConfigIssue {
+                path: format!("{name} ({section})"),
+                message: "cannot override: the section is not a table".to_owned(),
+            }),
+        }
+    }
+}
+
+fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Option<Config> {
+    let mut root = Fields::new("", table, issues);
+    let server = root.table("server");
+    let store = root.table("store");
+    let audit = root.table("audit");
+    let oidc = root.table("oidc");
+    let aws = root.table("aws");
+    let policy = root.table("policy");
+    root.finish();
+
+    let server = parse_server(server, base, issues);
+    let store = parse_store(store, base, issues);
+    let audit = parse_audit(audit, base, issues);
+    let oidc = parse_oidc(oidc, base, issues);
+    let aws = parse_aws(aws, issues);
+    let policy = parse_policy(policy, base, issues);
+    Some(Config {
+        server: server?,
+        store: store?,
+        audit: audit?,
+        oidc: oidc?,
+        aws: aws?,
+        policy: policy?,
+    })
+}
+
+fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Option<ServerConfig> {
+    let mut f = Fields::new("server", table, issues);
+    let listen: Option<String> = f.optional("listen");
+    let tls_cert: Option<PathBuf> = f.optional("tls_cert");
+    let tls_key: Option<PathBuf> = f.optional("tls_key");
+    let plain: bool = f.optional("dangerous_plain_http").unwrap_or(false);
+    let request_timeout = f.optional::<ConfigDuration>("request_timeout");
+    let header_read_timeout = f.optional::<ConfigDuration>("header_read_timeout");
+    let max_connections: Option<usize> = f.optional("max_connections");
+    let max_concurrent: Option<usize> = f.optional("max_concurrent_requests");
+    let shutdown_grace = f.optional::<ConfigDuration>("shutdown_grace");
+
+    let listen = match listen.as_deref().unwrap_or(DEFAULT_LISTEN).parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            f.error(
+                "server.listen".into(),
+                "must be an address and port such as `127.0.0.1:8443`".into(),
+            );
+            None
+        }
+    };
+    let tls = match (plain, tls_cert, tls_key) {
+        (true, None, None) => {
+            if listen.is_some_and(|a| !a.ip().is_loopback()) {
+                f.error(
+                    "server.dangerous_plain_http".into(),
+                    "plain HTTP is allowed only on a loopback address".into(),
+                );
+            }
+            None
+        }
+        (true, _, _) => {
+            f.error(
+                "server.dangerous_plain_http".into(),
+                "cannot be combined with `tls_cert` and `tls_key`".into(),
+            );
+            None
+        }
+        (false, Some(cert), Some(key)) => {
+            let cert = existing_file(&mut f, "server.tls_cert", base, cert);
+            let key = existing_file(&mut f, "server.tls_key", base, key);
+            Some(TlsFiles {
+                cert: cert?,
+                key: key?,
+            })
+        }
+        (false, cert, key) => {
+            for (name, v) in [("server.tls_cert", cert.is_none()), ("server.tls_key", key.is_none())] {
+                if v {
+                    f.error(
+                        name.into(),
+                        "is required (or set `dangerous_plain_http = true` on a loopback address)"
+                            .into(),
+                    );
+                }
+            }
+            None
+        }
+    };
+    let positive = |f: &mut Fields<'_>, key: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => {
+            f.error(f.path_of(key), "must be at least 1".into());
+            default
+        }
+        Some(n) => n,
+        None => default,
+    };
+    let max_connections = positive(&mut f, "max_connections", max_connections, 1024);
+    let max_concurrent_requests = positive(&mut f, "max_concurrent_requests", max_concurrent, 256);
+    f.finish();
+    let listen = listen?;
+    if !plain && tls.is_none() {
+        return None;
+    }
+    Some(ServerConfig {
+        listen,
+        tls,
+        request_timeout: request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        header_read_timeout: header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        max_connections,
+        max_concurrent_requests,
+        shutdown_grace: shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+    })
+}
+
+fn parse_store(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Option<StoreConfig> {
+    let mut f = Fields::new("store", table, issues);
+    let url: Option<String> = f.required("url");
+    let url = url.and_then(|u| {
+        if let Some(path) = u.strip_prefix("sqlite://") {
+            let p = Path::new(path);
+            let p = if p.is_relative() { base.join(p) } else { p.to_path_buf() };
+            Some(format!("sqlite://{}", p.display()))
+        } else if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+            Some(u)
+        } else {
+            f.error(
+                "store.url".into(),
+                "must start with `sqlite://` or `postgres://`".into(),
+            );
+            None
+        }
+    });
+    f.finish();
+    Some(StoreConfig { url: url? })
+}
+
+fn parse_audit(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Option<AuditConfig> {
+    let mut f = Fields::new("audit", table, issues);
+    let sink: Option<String> = f.optional("sink");
+    let hmac_key_file: Option<PathBuf> = f.optional("hmac_key_file");
+    let sink = match sink.as_deref() {
+        None | Some("stdout") => Some(AuditSinkConfig::Stdout),
+        Some(s) => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => Some(AuditSinkConfig::File(resolve(base, Path::new(p)))),
+            _ => {
+                f.error(
+                    "audit.sink".into(),
+                    format!("`{s}` is neither `stdout` nor `file:PATH`"),
+                );
+                None
+            }
+        },
+    };
+    let hmac_key_file = match hmac_key_file {
+        Some(p) => Some(existing_file(&mut f, "audit.hmac_key_file", base, p)),
+        None => None,
+    };
+    f.finish();
+    Some(AuditConfig {
+        sink: sink?,
+        hmac_key_file: match hmac_key_file {
+            Some(p) => Some(p?),
+            None => None,
+        },
+    })
+}
+
+fn parse_oidc(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Option<OidcConfig> {
+    let mut f = Fields::new("oidc", table, issues);
+    let tables = f.array_of_tables("provider");
+    f.finish();
+    if tables.is_empty() {
+        issues.push(ConfigIssue {
+            path: "oidc.provider".into(),
+            message: "at least one `[[oidc.provider]]` is required".into(),
+        });
+        return None;
+    }
+    let mut providers = Vec::new();
+    let mut ok = true;
+    for (i, t) in tables.into_iter().enumerate() {
+        match parse_provider(format!("oidc.provider[{i}]"), t, base, issues) {
+            Some(p) => {
+                if providers.iter().any(|q: &ProviderConfig| q.issuer == p.issuer) {
+                    issues.push(ConfigIssue {
+                        path: format!("oidc.provider[{i}].issuer"),
+                        message: format!("`{}` is configured twice", p.issuer),
+                    });
+                    ok = false;
+                }
+                providers.push(p);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(OidcConfig { providers })
+}
+
+fn parse_provider(
+    path: String,
+    table: Table,
+    base: &Path,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<ProviderConfig> {
+    let mut f = Fields::new(path, table, issues);
+    let issuer: Option<String> = f.required("issuer");
+    let audiences: Option<Vec<String>> = f.required("audiences");
+    let cli_client_id: Option<String> = f.required("cli_client_id");
+    let groups_claim: Option<String> = f.optional("groups_claim");
+    let attributes: Option<Vec<String>> = f.optional("attributes");
+    let mfa_amr: Option<Vec<String>> = f.optional("mfa_amr");
+    let mfa_acr: Option<Vec<String>> = f.optional("mfa_acr");
+    let token: Option<String> = f.optional("token");
+    let max_token_age = f.optional::<ConfigDuration>("max_token_age");
+    let ca_file: Option<PathBuf> = f.optional("ca_file");
+
+    let issuer = issuer.and_then(|i| match check_issuer(&i) {
+        Ok(()) => Some(i),
+        Err(m) => {
+            f.error(f.path_of("issuer"), m);
+            None
+        }
+    });
+    let audiences = audiences.and_then(|a| {
+        if a.is_empty() || a.iter().any(|s| s.is_empty()) {
+            f.error(
+                f.path_of("audiences"),
+                "must list at least one non-empty audience".into(),
+            );
+            None
+        } else {
+            Some(a)
+        }
+    });
+    let groups_claim = groups_claim.unwrap_or_else(|| "groups".to_owned());
+    let groups_path: Vec<String> = groups_claim.split('.').map(str::to_owned).collect();
+    if groups_path.iter().any(String::is_empty) {
+        f.error(
+            f.path_of("groups_claim"),
+            format!("`{groups_claim}` is not a claim path such as `groups` or `realm_access.roles`"),
+        );
+    }
+    let attributes = attributes.unwrap_or_default();
+    for a in &attributes {
+        if RESERVED_CLAIMS.contains(&a.as_str()) {
+            f.error(
+                f.path_of("attributes"),
+                format!("`{a}` is a protocol claim and cannot be kept as an attribute"),
+            );
+        }
+    }
+    let token = match token.as_deref() {
+        None | Some("id") => Some(TokenKind::Id),
+        Some("access") => Some(TokenKind::Access),
+        Some(other) => {
+            f.error(
+                f.path_of("token"),
+                format!("`{other}` is neither `id` nor `access`"),
+            );
+            None
+        }
+    };
+    let ca_path = f.path_of("ca_file");
+    let ca_file = ca_file.map(|p| existing_file(&mut f, &ca_path, base, p));
+    f.finish();
+    Some(ProviderConfig {
+        issuer: issuer?,
+        audiences: audiences?,
+        cli_client_id: cli_client_id?,
+        groups_claim: groups_path,
+        attributes,
+        mfa_amr: mfa_amr.unwrap_or_else(|| vec!["mfa".into(), "otp".into(), "hwk".into()]),
+        mfa_acr: mfa_acr.unwrap_or_default(),
+        token: token?,
+        max_token_age: max_token_age.map_or(Duration::from_secs(12 * 3600), |d| d.0),
+        ca_file: match ca_file {
+            Some(p) => Some(p?),
+            None => None,
+        },
+    })
+}
+
+fn parse_aws(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<AwsConfig> {
+    let mut f = Fields::new("aws", table, issues);
+    let region: Option<String> = f.optional("region");
+    let endpoint: Option<String> = f.optional("endpoint_url");
+    let endpoint_url = match endpoint.map(|e| Url::parse(&e)) {
+        None => Some(None),
+        Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(Some(u)),
+        Some(_) => {
+            f.error(
+                "aws.endpoint_url".into(),
+                "must be an http(s) URL".into(),
+            );
+            None
+        }
+    };
+    f.finish();
+    Some(AwsConfig {
+        region: region.unwrap_or_else(|| "us-east-1".to_owned()),
+        endpoint_url: endpoint_url?,
+    })
+}
+
+fn parse_policy(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Option<PolicyConfig> {
+    let mut f = Fields::new("policy", table, issues);
+    let dir: Option<PathBuf> = f.optional("dir");
+    f.finish();
+    Some(PolicyConfig {
+        dir: resolve(base, &dir.unwrap_or_else(|| PathBuf::from("policies"))),
+    })
+}
+
+/// An issuer must be an absolute https URL without query or fragment; plain http only on
+/// loopback (tests and the sandbox).
+fn check_issuer(issuer: &str) -> Result<(), String> {
+    let url = Url::parse(issuer).map_err(|_| format!("`{issuer}` is not a URL"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{issuer}` must not have a query or fragment"));
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(&url) => Ok(()),
+        _ => Err(format!(
+            "`{issuer}` must use https (plain http only on a loopback address)"
+        )),
+    }
+}
+
+/// Whether the URL's host is a loopback address (not a name: names can be re-pointed).
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        _ => false,
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_relative() {
+        base.join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+fn existing_file(f: &mut Fields<'_>, path: &str, base: &Path, p: PathBuf) -> Option<PathBuf> {
+    let p = resolve(base, &p);
+    if p.is_file() {
+        Some(p)
+    } else {
+        f.error(path.to_owned(), format!("`{}` is not a readable file", p.display()));
+        None
+    }
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// Claims whose meaning the protocol fixes; never kept as free-form attributes.
+const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "azp", "jti"];
+
+// === impl ConfigError ===
+
+impl ConfigError {
+    fn one(path: String, message: String) -> Self {
+        Self {
+            issues: vec![ConfigIssue { path, message }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", issue.path, issue.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// A store URL with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(unparseable url)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

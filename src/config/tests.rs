@@ -1,0 +1,168 @@
+use std::path::Path;
+
+use super::*;
+
+fn base() -> &'static Path {
+    Path::new("/nonexistent-base")
+}
+
+fn plain(extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:9000"
+dangerous_plain_http = true
+[store]
+url = "sqlite://state/latchkey.db"
+[[oidc.provider]]
+issuer = "http://127.0.0.1:4000"
+audiences = ["latchkey-cli"]
+cli_client_id = "latchkey-cli"
+{extra}
+"#
+    )
+}
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+#[test]
+fn minimal_plain_loopback_config_parses_with_defaults() {
+    let c = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert!(c.server.tls.is_none());
+    assert_eq!(c.server.request_timeout, Duration::from_secs(30));
+    assert_eq!(c.store.url, "sqlite:///nonexistent-base/state/latchkey.db");
+    let p = &c.oidc.providers[0];
+    assert_eq!(p.groups_claim, vec!["groups"]);
+    assert_eq!(p.token, TokenKind::Id);
+    assert_eq!(p.mfa_amr, vec!["mfa", "otp", "hwk"]);
+    assert_eq!(c.audit.sink, AuditSinkConfig::Stdout);
+    assert_eq!(c.policy.dir, Path::new("/nonexistent-base/policies"));
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_path() {
+    let text = r#"
+bogus = 1
+[server]
+listen = "not an address"
+dangerous_plain_http = "yes"
+colour = "blue"
+[store]
+url = "mysql://x"
+[audit]
+sink = "syslog"
+[[oidc.provider]]
+issuer = "http://idp.example.com"
+audiences = []
+groups_claim = "a..b"
+attributes = ["sub"]
+token = "refresh"
+max_token_age = "soon"
+"#;
+    let err = Config::from_toml(text, base(), &no_env()).unwrap_err();
+    let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    for expected in [
+        "bogus",
+        "server.listen",
+        "server.dangerous_plain_http",
+        "server.colour",
+        "store.url",
+        "audit.sink",
+        "oidc.provider[0].issuer",
+        "oidc.provider[0].audiences",
+        "oidc.provider[0].cli_client_id",
+        "oidc.provider[0].groups_claim",
+        "oidc.provider[0].attributes",
+        "oidc.provider[0].token",
+        "oidc.provider[0].max_token_age",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback() {
+    let text = plain("").replace("127.0.0.1:9000", "0.0.0.0:9000");
+    let err = Config::from_toml(&text, base(), &no_env()).unwrap_err();
+    assert_eq!(err.issues[0].path, "server.dangerous_plain_http");
+    assert!(err.issues[0].message.contains("loopback"));
+}
+
+#[test]
+fn tls_files_are_required_without_plain_http() {
+    let text = plain("").replace("dangerous_plain_http = true", "");
+    let err = Config::from_toml(&text, base(), &no_env()).unwrap_err();
+    let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, vec!["server.tls_cert", "server.tls_key"]);
+}
+
+#[test]
+fn environment_overrides_keys_with_toml_values() {
+    let env = vec![
+        ("LATCHKEY_SERVER__LISTEN".to_owned(), "127.0.0.2:7000".to_owned()),
+        ("LATCHKEY_SERVER__MAX_CONNECTIONS".to_owned(), "7".to_owned()),
+        ("LATCHKEY_AWS__ENDPOINT_URL".to_owned(), "http://127.0.0.1:5000".to_owned()),
+        ("OTHER_VAR".to_owned(), "ignored".to_owned()),
+    ];
+    let c = Config::from_toml(&plain(""), base(), &env).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.2:7000");
+    assert_eq!(c.server.max_connections, 7);
+    assert_eq!(
+        c.aws.endpoint_url.map(|u| u.to_string()).as_deref(),
+        Some("http://127.0.0.1:5000/")
+    );
+}
+
+#[test]
+fn unknown_environment_keys_are_rejected_like_file_keys() {
+    let env = vec![("LATCHKEY_SERVER__LISTN".to_owned(), "x".to_owned())];
+    let err = Config::from_toml(&plain(""), base(), &env).unwrap_err();
+    assert_eq!(err.issues[0].path, "server.listn");
+}
+
+#[test]
+fn issuer_must_be_https_or_loopback_http() {
+    for (issuer, ok) in [
+        ("https://login.example.com", true),
+        ("http://127.0.0.1:4000", true),
+        ("http://[::1]:4000", true),
+        ("http://localhost:4000", false),
+        ("http://login.example.com", false),
+        ("https://login.example.com/?x=1", false),
+        ("not a url", false),
+    ] {
+        assert_eq!(check_issuer(issuer).is_ok(), ok, "{issuer}");
+    }
+}
+
+#[test]
+fn duplicate_issuers_are_refused() {
+    let extra = r#"
+[[oidc.provider]]
+issuer = "http://127.0.0.1:4000"
+audiences = ["x"]
+cli_client_id = "x"
+"#;
+    let err = Config::from_toml(&plain(extra), base(), &no_env()).unwrap_err();
+    assert_eq!(err.issues[0].path, "oidc.provider[1].issuer");
+}
+
+#[test]
+fn store_url_password_is_redacted_in_debug() {
+    let c = StoreConfig {
+        url: "postgres://latchkey:hunter2@db:5432/latchkey".into(),
+    };
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("***"));
+}
+
+#[test]
+fn the_example_configuration_only_fails_on_missing_files() {
+    // The example names files under /etc that do not exist here; every other key must parse.
+    let err = Config::from_toml(EXAMPLE, base(), &no_env()).unwrap_err();
+    let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, vec!["server.tls_cert", "server.tls_key"]);
+}

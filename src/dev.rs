@@ -1,0 +1,252 @@
+//! The sandbox's development issuer and TLS material. DEVELOPMENT ONLY, loopback only.
+//!
+//! [`DevIssuer`] is a minimal OpenID issuer (discovery and JWKS, ES256) whose tokens are minted
+//! locally for the demo users of `policies/dev-users.toml`; `latchkey dev` serves it on a
+//! loopback port and trusts it like any other issuer, so the broker's real verification path is
+//! what the sandbox exercises. [`ensure_tls`] makes a throwaway CA and a server certificate for
+//! 127.0.0.1 and localhost.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The client id the sandbox's CLI logs in with.
+pub const DEV_CLIENT_ID: &str = "latchkey-cli";
+
+/// Why the development material could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// A file could not be read or written.
+    #[error("`{path}`: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Key or certificate generation failed.
+    #[error("cannot generate keys: {0}")]
+    Keys(String),
+    /// An address is not loopback.
+    #[error("`{0}` is not a loopback address; the sandbox refuses to listen anywhere else")]
+    NotLoopback(SocketAddr),
+    /// The user is not in the users file.
+    #[error("no demo user `{0}`")]
+    UnknownUser(String),
+    /// The users file is not valid.
+    #[error("invalid demo users file: {0}")]
+    Users(String),
+}
+
+/// A demo user of the sandbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevUser {
+    /// The login name, also the subject.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Group ids.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Department attribute.
+    pub department: Option<String>,
+    /// Whether the user's login counts as multi-factor.
+    #[serde(default)]
+    pub mfa: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    user: Vec<DevUser>,
+}
+
+/// Reads `dev-users.toml`.
+pub fn load_users(path: &Path) -> Result<Vec<DevUser>, DevError> {
+    let text = read(path)?;
+    let f: UsersFile = toml::from_str(&text).map_err(|e| DevError::Users(e.to_string()))?;
+    Ok(f.user)
+}
+
+/// Paths of the sandbox's TLS material.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    /// The CA certificate clients should trust.
+    pub ca_cert: PathBuf,
+    /// The server certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key (0600).
+    pub key: PathBuf,
+}
+
+/// Makes (once) a CA and a server certificate for 127.0.0.1, ::1 and localhost in `dir`.
+pub fn ensure_tls(dir: &Path) -> Result<TlsMaterial, DevError> {
+    let m = TlsMaterial {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server-key.pem"),
+    };
+    if m.ca_cert.is_file() && m.cert.is_file() && m.key.is_file() {
+        return Ok(m);
+    }
+    let (ca, cert, key) = make_tls().map_err(|e| DevError::Keys(e.to_string()))?;
+    write_private(&m.key, key.as_bytes())?;
+    write_public(&m.cert, cert.as_bytes())?;
+    write_public(&m.ca_cert, ca.as_bytes())?;
+    Ok(m)
+}
+
+/// A CA certificate, and a server certificate and key it signed, all PEM.
+pub fn make_tls() -> Result<(String, String, String), rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "latchkey development CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "latchkey development server");
+    let cert = params.signed_by(&server_key, &issuer)?;
+    Ok((ca_cert.pem(), cert.pem(), server_key.serialize_pem()))
+}
+
+/// The development issuer: serves discovery and JWKS, and mints tokens for demo users.
+pub struct DevIssuer {
+    issuer: String,
+    kid: String,
+    key: EncodingKey,
+    jwk: Value,
+}
+
+impl DevIssuer {
+    /// Loads (or makes, once) the issuer key in `dir`, for the issuer URL `issuer`.
+    pub fn open(dir: &Path, issuer: String) -> Result<Self, DevError> {
+        let path = dir.join("issuer-key.pem");
+        if !path.is_file() {
+            let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| DevError::Keys(e.to_string()))?;
+            write_private(&path, kp.serialize_pem().as_bytes())?;
+        }
+        let pem = read(&path)?;
+        let kp = rcgen::KeyPair::from_pem(&pem).map_err(|e| DevError::Keys(e.to_string()))?;
+        let raw = kp.public_key_raw();
+        let (x, y) = match (raw.get(1..33), raw.get(33..65)) {
+            (Some(x), Some(y)) => (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y)),
+            _ => return Err(DevError::Keys("unexpected public key encoding".into())),
+        };
+        let kid = URL_SAFE_NO_PAD.encode(digest(raw).get(..12).unwrap_or_default());
+        let key = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| DevError::Keys(e.to_string()))?;
+        let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"});
+        Ok(Self { issuer, kid, key, jwk })
+    }
+
+    /// The issuer URL.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Discovery and JWKS.
+    pub fn router(&self) -> Router {
+        let discovery = json!({
+            "issuer": self.issuer,
+            "jwks_uri": format!("{}/jwks", self.issuer),
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "subject_types_supported": ["public"],
+            "response_types_supported": ["id_token"],
+        });
+        let jwks = json!({ "keys": [self.jwk] });
+        Router::new()
+            .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
+            .route("/jwks", get(move || async move { Json(jwks) }))
+    }
+
+    /// An ID token for `user`, valid for `ttl_secs` from `now`.
+    pub fn mint(&self, user: &DevUser, now: i64, ttl_secs: i64) -> Result<String, DevError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let amr = if user.mfa { vec!["pwd", "mfa"] } else { vec!["pwd"] };
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": user.name,
+            "aud": DEV_CLIENT_ID,
+            "azp": DEV_CLIENT_ID,
+            "iat": now,
+            "auth_time": now,
+            "exp": now + ttl_secs,
+            "email": user.email,
+            "groups": user.groups,
+            "amr": amr,
+        });
+        if let (Some(d), Some(obj)) = (&user.department, claims.as_object_mut()) {
+            obj.insert("department".into(), json!(d));
+        }
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| DevError::Keys(e.to_string()))
+    }
+}
+
+/// Refuses any address that is not loopback.
+pub fn require_loopback(addr: SocketAddr) -> Result<(), DevError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(DevError::NotLoopback(addr))
+    }
+}
+
+fn digest(bytes: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
+}
+
+fn read(path: &Path) -> Result<String, DevError> {
+    std::fs::read_to_string(path).map_err(|e| DevError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DevError> {
+    write_mode(path, bytes, 0o600)
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), DevError> {
+    write_mode(path, bytes, 0o644)
+}
+
+fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DevError> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let err = |e: std::io::Error| DevError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(mode);
+    let mut f = opts.open(path).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)
+}

@@ -1,0 +1,190 @@
+//! The HTTPS service: router, authentication, limits, TLS and the accept loop.
+//!
+//! [`router`] builds the axum app without I/O; [`Server::build`] connects the store, loads the
+//! issuers' keys and TLS material; [`Server::serve`] runs until shutdown.
+
+pub mod auth;
+pub mod error;
+pub mod listener;
+pub mod middleware;
+pub mod routes;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::audit::{Auditor, ChainKey, Sink};
+use crate::broker::Broker;
+use crate::clock::SharedClock;
+use crate::config::{AuditSinkConfig, Config, ServerConfig};
+use crate::oidc::{Authenticator, KeyStore};
+use listener::ListenerLimits;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The use cases.
+    pub broker: Arc<Broker>,
+    /// Bearer-token verification.
+    pub auth: Arc<Authenticator>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The audit chain key or sink could not be set up.
+    #[error("audit: {0}")]
+    Audit(String),
+    /// The startup audit record could not be written.
+    #[error("the audit log is unavailable: {0}")]
+    AuditUnavailable(crate::broker::BrokerError),
+    /// The listener could not be bound.
+    #[error("cannot listen on `{addr}`: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The OIDC key caches could not be prepared.
+    #[error("oidc: {0}")]
+    Keys(#[from] crate::oidc::keystore::KeyStoreError),
+    /// The store could not be opened or migrated.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// TLS material is unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Builds the router: routes plus request id, logging, timeout, concurrency and body limits.
+pub fn router(state: AppState, config: &ServerConfig) -> Router {
+    // Each `layer` call wraps everything before it: the request context is outermost, so it
+    // sees (and turns into problems) the statuses the inner layers produce.
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/.well-known/latchkey", get(routes::well_known))
+        .route("/v1/whoami", get(routes::whoami))
+        .fallback(routes::not_found)
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+}
+
+/// A server ready to serve: store open, keys loaded (or loading), TLS ready.
+pub struct Server {
+    state: AppState,
+    keys: Arc<KeyStore>,
+    config: ServerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Server {
+    /// Opens the store (running migrations), prepares audit, loads the issuers' keys and TLS,
+    /// and audits the start. Binds nothing.
+    pub async fn build(config: &Config, clock: SharedClock) -> Result<Self, StartError> {
+        let tls = match &config.server.tls {
+            Some(files) => Some(tls::server_config(files)?),
+            None => None,
+        };
+        let store = crate::store::connect(&config.store.url).await?;
+        let key = match &config.audit.hmac_key_file {
+            Some(path) => ChainKey::from_file(path).map_err(|e| StartError::Audit(e.to_string()))?,
+            None => ChainKey::Sha256,
+        };
+        let sink = match &config.audit.sink {
+            AuditSinkConfig::Stdout => Sink::stdout(),
+            AuditSinkConfig::File(p) => Sink::file(p).map_err(|e| StartError::Audit(e.to_string()))?,
+        };
+        let auditor = Arc::new(Auditor::new(Arc::clone(&store), key, sink));
+        let keys = Arc::new(KeyStore::new(&config.oidc.providers)?);
+        keys.load_all().await;
+        let auth = Arc::new(Authenticator::new(
+            &config.oidc.providers,
+            Arc::clone(&keys),
+            Arc::clone(&clock),
+        ));
+        let broker = Arc::new(Broker::new(
+            config.oidc.providers.clone(),
+            store,
+            auditor,
+            clock,
+        ));
+        broker.record_start().await.map_err(StartError::AuditUnavailable)?;
+        Ok(Self {
+            state: AppState { broker, auth },
+            keys,
+            config: config.server.clone(),
+            tls,
+        })
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> Result<TcpListener, StartError> {
+        TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: self.config.listen.to_string(),
+                source,
+            })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; in-flight requests then finish.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let refresher = tokio::spawn(Arc::clone(&self.keys).run_refresher(async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        }));
+        let app = router(self.state, &self.config);
+        let limits = ListenerLimits {
+            header_read_timeout: self.config.header_read_timeout,
+            max_connections: self.config.max_connections,
+            shutdown_grace: self.config.shutdown_grace,
+        };
+        listener::serve(listener, self.tls, app, limits, shutdown).await;
+        let _ = stop_tx.send(true);
+        let _ = refresher.await;
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,212 @@
+//! Every error the API answers, mapped to HTTP in one place as RFC 9457 problem+json.
+//!
+//! Each error has a stable `code`. The client gets the code and a short detail; the
+//! middleware logs the code once per request. Detail text never carries a token, a claim set
+//! or a secret: token errors describe what was wrong, not what was sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{PROBLEM_JSON, Problem};
+use crate::broker::{BrokerError, NotReady};
+use crate::oidc::VerifyError;
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request was refused before or while authenticating.
+    Auth(AuthError),
+    /// A use case failed.
+    Broker(BrokerError),
+    /// The request body was larger than allowed.
+    BodyTooLarge,
+    /// The request was not understood.
+    BadRequest(String),
+    /// The method is not allowed on this path.
+    MethodNotAllowed,
+    /// No such resource.
+    NotFound,
+    /// The service is not ready.
+    NotReady(NotReady),
+    /// The server took too long to answer.
+    Timeout,
+}
+
+/// Why a request is not authenticated.
+#[derive(Debug)]
+pub enum AuthError {
+    /// More than one `Authorization` header.
+    Ambiguous,
+    /// The header is not `Bearer <token>`.
+    Malformed,
+    /// No `Authorization` header.
+    Missing,
+    /// The token was refused.
+    Token(VerifyError),
+}
+
+/// What a problem looks like on the wire.
+struct Shape {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: Option<String>,
+}
+
+/// Attached to error responses so the request middleware can log the code once.
+#[derive(Debug, Clone)]
+pub struct ErrorCode(pub &'static str);
+
+/// Attached by the request middleware to the request's extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+tokio::task_local! {
+    /// The id of the request being handled, so every problem can name it.
+    pub static REQUEST_ID: String;
+}
+
+impl ApiError {
+    fn shape(&self) -> Shape {
+        use StatusCode as S;
+        let s = |status, code, title, detail: Option<String>| Shape {
+            status,
+            code,
+            title,
+            detail,
+        };
+        match self {
+            Self::Auth(a) => auth_shape(a),
+            Self::Broker(b) => match b {
+                BrokerError::AuditUnavailable => s(
+                    S::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
+                    "Audit log unavailable",
+                    Some("the audit record could not be written, so nothing was done".into()),
+                ),
+            },
+            Self::BodyTooLarge => s(
+                S::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "Request body too large",
+                Some(format!("the body may be at most {} bytes", super::MAX_BODY_BYTES)),
+            ),
+            Self::BadRequest(d) => s(S::BAD_REQUEST, "bad_request", "Bad request", Some(d.clone())),
+            Self::MethodNotAllowed => s(S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", None),
+            Self::NotFound => s(S::NOT_FOUND, "not_found", "Not found", None),
+            Self::NotReady(n) => s(
+                S::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "Not ready",
+                Some(
+                    match n {
+                        NotReady::IssuerKeys => "the signing keys of an identity provider have not loaded yet",
+                        NotReady::Store => "the store does not answer",
+                    }
+                    .into(),
+                ),
+            ),
+            Self::Timeout => s(
+                S::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                "Request timed out",
+                Some("the server could not answer in time; try again".into()),
+            ),
+        }
+    }
+}
+
+fn auth_shape(a: &AuthError) -> Shape {
+    if let AuthError::Token(VerifyError::KeysUnavailable) = a {
+        return Shape {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "issuer_unavailable",
+            title: "Identity provider unavailable",
+            detail: Some("the identity provider's signing keys could not be loaded yet".into()),
+        };
+    }
+    let unauthorized = |code, detail: &str| Shape {
+        status: StatusCode::UNAUTHORIZED,
+        code,
+        title: "Unauthorized",
+        detail: Some(detail.to_owned()),
+    };
+    match a {
+        AuthError::Ambiguous => unauthorized("token_ambiguous", "send exactly one Authorization header"),
+        AuthError::Malformed => unauthorized("token_malformed", "the Authorization header must be `Bearer <token>`"),
+        AuthError::Missing => unauthorized("token_missing", "an Authorization: Bearer token is required; run `latchkey login`"),
+        AuthError::Token(v) => {
+            let code = match v {
+                VerifyError::Algorithm(_) => "token_algorithm",
+                VerifyError::Audience(_) => "token_audience",
+                VerifyError::Claims(_) => "token_claims",
+                VerifyError::Expired => "token_expired",
+                VerifyError::IssuedInFuture => "token_issued_in_future",
+                VerifyError::KeysUnavailable => "issuer_unavailable",
+                VerifyError::Issuer => "token_issuer",
+                VerifyError::KeyUnknown => "token_key_unknown",
+                VerifyError::Malformed(_) => "token_malformed",
+                VerifyError::NotYetValid => "token_not_yet_valid",
+                VerifyError::Signature => "token_signature",
+                VerifyError::TooOld => "token_too_old",
+                VerifyError::Type(_) => "token_type",
+            };
+            unauthorized(code, &v.to_string())
+        }
+    }
+}
+
+/// Builds a problem response; used for errors raised outside handlers too.
+pub fn problem_response(
+    status: StatusCode,
+    code: &'static str,
+    title: &str,
+    detail: Option<String>,
+) -> Response {
+    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+    let body = Problem {
+        type_: format!("urn:latchkey:problem:{code}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail,
+        code: code.to_owned(),
+        request_id,
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let mut resp = (status, json).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    resp.extensions_mut().insert(ErrorCode(code));
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let shape = self.shape();
+        let mut resp = problem_response(shape.status, shape.code, shape.title, shape.detail);
+        if let Self::Auth(a) = &self
+            && shape.status == StatusCode::UNAUTHORIZED
+        {
+            // RFC 6750 §3: no error code when the request carried no credentials at all.
+            let value = match a {
+                AuthError::Missing => "Bearer realm=\"latchkey\"",
+                _ => "Bearer realm=\"latchkey\", error=\"invalid_token\"",
+            };
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        resp
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        Self::Broker(e)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        Self::Auth(e)
+    }
+}
