@@ -1,1 +1,3 @@
 //! latchkey
+
+pub mod audit;
