@@ -1,3 +1,4 @@
 //! latchkey
 
 pub mod audit;
+pub mod store;
