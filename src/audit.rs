@@ -1,7 +1,8 @@
-//! The audit trail: typed audit events and the hash chain that links them.
+//! The audit trail: typed audit events, the hash chain that links them, and the [`Auditor`] that
+//! writes each one durably before the caller acts on the decision it records.
 //!
 //! Layout:
-//! - this file: the event and record types (plain data);
+//! - this file: the event and record types (plain data), the [`Auditor`] and [`verify_store`];
 //! - [`canonical`]: the canonical JSON form that is hashed (pure);
 //! - [`chain`]: the chain hash and the link formula (pure);
 //! - [`key`]: the chain key (plain SHA-256 or HMAC-SHA-256) and loading it from a file;
@@ -20,6 +21,8 @@ pub mod key;
 pub mod sink;
 pub mod verify;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +31,7 @@ pub use self::chain::{CanonicalEvent, ChainHash};
 pub use self::key::{ChainKey, KeyError};
 pub use self::sink::{Sink, SinkConfig, SinkError};
 pub use self::verify::{BreakReason, Verification, Verifier};
+use crate::store::{Store, StoreError};
 
 /// Who asked: the verified identity behind a request.
 ///
@@ -134,3 +138,125 @@ pub struct ChainHead {
     /// The hash of the newest record.
     pub hash: ChainHash,
 }
+
+/// Appends audit events to the store, then copies each record to the sink.
+///
+/// The store is the audit of record. If [`Auditor::append`] returns an error, the event was NOT
+/// recorded and the caller must fail closed: no credentials, no key push, answer 503.
+pub struct Auditor {
+    store: Arc<dyn Store>,
+    key: ChainKey,
+    sink: Sink,
+    // INVARIANT: held from the store append through the sink write, so this process writes its
+    // sink lines in `seq` order.
+    order: tokio::sync::Mutex<()>,
+}
+
+/// Why an event could not be audited. Either way nothing was recorded: fail closed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The event has a value the canonical form cannot represent exactly.
+    #[error("audit event cannot be canonicalized: {0}")]
+    Invalid(#[from] CanonicalError),
+    /// The store did not durably accept the record.
+    #[error("audit record was not stored: {0}")]
+    Unavailable(#[source] StoreError),
+}
+
+// === impl Auditor ===
+
+impl Auditor {
+    /// Builds an auditor over a connected store, a chain key and an opened sink.
+    pub fn new(store: Arc<dyn Store>, key: ChainKey, sink: Sink) -> Self {
+        Self {
+            store,
+            key,
+            sink,
+            order: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Appends `event` to the chain durably, then writes its sink line.
+    ///
+    /// Returns the record once the store has committed it. A failed sink write is logged and
+    /// does not fail the append, because the store already holds the record.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Invalid`] if the event cannot be canonicalized and
+    /// [`AuditError::Unavailable`] if the store did not commit it. In both cases nothing was
+    /// recorded, and the caller must not grant anything.
+    pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
+        let canonical = CanonicalEvent::new(event)?;
+        let _order = self.order.lock().await;
+        let record = self
+            .store
+            .append_audit(&canonical, &self.key)
+            .await
+            .map_err(AuditError::Unavailable)?;
+        if let Err(err) = self.sink.write(&record).await {
+            tracing::error!(
+                audit.seq = record.seq,
+                error = %err,
+                "audit sink write failed for record {}; the store holds it",
+                record.seq
+            );
+        }
+        Ok(record)
+    }
+
+    /// Verifies the whole chain in the store with this auditor's key.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] if the store cannot be read; a damaged chain is a successful
+    /// [`Verification::Broken`].
+    pub async fn verify(&self) -> Result<Verification, StoreError> {
+        verify_store(self.store.as_ref(), &self.key, VERIFY_PAGE_SIZE).await
+    }
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("store", &self.store.backend())
+            .field("key", &self.key)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verifies the chain held by `store`, reading `page_size` records at a time.
+///
+/// The head is read first and the walk stops there, so records appended while verifying are
+/// left for the next run.
+///
+/// # Errors
+///
+/// Returns [`StoreError`] if the store cannot be read; a damaged chain is a successful
+/// [`Verification::Broken`].
+pub async fn verify_store(
+    store: &dyn Store,
+    key: &ChainKey,
+    page_size: u32,
+) -> Result<Verification, StoreError> {
+    let head = store.audit_head().await?;
+    let page_size = page_size.max(1);
+    let mut verifier = Verifier::new(key);
+    let mut after = 0_i64;
+    while after < head.seq {
+        let page = store.audit_page(after, page_size).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for record in page.iter().take_while(|r| r.seq <= head.seq) {
+            if let Err(broken) = verifier.check(record) {
+                return Ok(broken);
+            }
+        }
+    }
+    Ok(verifier.finish(&head))
+}
+
+/// Records per page when verifying: large enough to amortize queries, small enough to bound
+/// memory to a few megabytes.
+pub const VERIFY_PAGE_SIZE: u32 = 10_000;
