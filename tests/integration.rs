@@ -9,3 +9,5 @@
 )]
 
 mod harness;
+#[path = "integration/store_audit.rs"]
+mod store_audit;
