@@ -19,15 +19,15 @@ use serde_json::{Number, Value};
 /// Why a value has no canonical form.
 #[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
 pub enum CanonicalError {
+    /// A number is not a finite double.
+    #[error("number `{0}` is not finite")]
+    NonFinite(String),
     /// The value could not be turned into JSON at all.
     #[error("value cannot be serialized as json: {0}")]
     Serialize(String),
     /// Objects or arrays nest deeper than [`MAX_DEPTH`].
     #[error("json nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    /// A number is not a finite double.
-    #[error("number `{0}` is not finite")]
-    NonFinite(String),
     /// An integer cannot be represented exactly as a double.
     #[error("integer `{0}` is outside ±(2^53 - 1) and cannot be represented exactly")]
     UnsafeInteger(String),

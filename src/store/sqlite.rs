@@ -210,8 +210,9 @@ struct UrlParams {
 impl UrlParams {
     fn parse(url: &str) -> Self {
         let rest = url
-            .trim_start_matches("sqlite://")
-            .trim_start_matches("sqlite:");
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
         let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mode = url::form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "mode")
@@ -235,3 +236,49 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pooled connections: one writer at a time plus concurrent readers.
 const MAX_CONNECTIONS: u32 = 4;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::audit::{AuditEvent, Verification, verify_store};
+
+    #[test]
+    fn reads_mode_and_memory_from_the_url() {
+        let p = UrlParams::parse("sqlite:///var/lib/latchkey.db?mode=ro");
+        assert!(p.read_only && !p.in_memory);
+        let p = UrlParams::parse("sqlite::memory:");
+        assert!(p.in_memory && !p.read_only);
+        let p = UrlParams::parse("sqlite:latchkey.db");
+        assert!(!p.in_memory && !p.read_only);
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_appends_and_verifies() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let key = ChainKey::Sha256;
+        for n in 0..3 {
+            let event = CanonicalEvent::new(AuditEvent {
+                event: "server.started".into(),
+                time: chrono::DateTime::from_timestamp(1_800_000_000 + n, 0).unwrap(),
+                actor: None,
+                target: json!(null),
+                decision: None,
+                details: json!({"n": n}),
+                client_addr: None,
+                user_agent: None,
+                request_id: None,
+            })
+            .unwrap();
+            let record = store.append_audit(&event, &key).await.unwrap();
+            assert_eq!(record.seq, n + 1);
+        }
+        store.ping().await.unwrap();
+        let verification = verify_store(&store, &key, 2).await.unwrap();
+        assert!(matches!(
+            verification,
+            Verification::Intact { count: 3, .. }
+        ));
+    }
+}
