@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `prev_hash` of record 1 is 32 zero bytes ([`ChainHash::GENESIS`]); `canonical` is the RFC 8785
-//! canonical JSON of the [`AuditEvent`](super::AuditEvent) (see [`super::canonical`]), stored
+//! canonical JSON of the [`AuditEvent`] (see [`super::canonical`]), stored
 //! verbatim beside the hash. Every part has a fixed length except the last, so the input is
 //! unambiguous. Hashing `seq` means records cannot be reordered or renumbered, and hashing
 //! `prev_hash` means none can be removed or altered without breaking every later link. With a
@@ -184,7 +184,7 @@ pub mod time_format {
             .map(|t| t.with_timezone(&Utc))
     }
 
-    /// serde: writes [`format`].
+    /// serde: writes [`format()`].
     pub fn serialize<S: Serializer>(
         time: &DateTime<Utc>,
         serializer: S,
