@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod clock;
@@ -23,3 +24,4 @@ pub mod dev;
 pub mod identity;
 pub mod oidc;
 pub mod server;
+pub mod store;

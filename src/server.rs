@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::audit::{Auditor, ChainKey, Sink};
+use crate::audit::{Auditor, ChainKey, Sink, SinkConfig};
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{AuditSinkConfig, Config, ServerConfig};
@@ -110,10 +110,13 @@ impl Server {
             Some(path) => ChainKey::from_file(path).map_err(|e| StartError::Audit(e.to_string()))?,
             None => ChainKey::Sha256,
         };
-        let sink = match &config.audit.sink {
-            AuditSinkConfig::Stdout => Sink::stdout(),
-            AuditSinkConfig::File(p) => Sink::file(p).map_err(|e| StartError::Audit(e.to_string()))?,
+        let sink_config = match &config.audit.sink {
+            AuditSinkConfig::Stdout => SinkConfig::Stdout,
+            AuditSinkConfig::File(p) => SinkConfig::File(p.clone()),
         };
+        let sink = Sink::open(&sink_config)
+            .await
+            .map_err(|e| StartError::Audit(e.to_string()))?;
         let auditor = Arc::new(Auditor::new(Arc::clone(&store), key, sink));
         let keys = Arc::new(KeyStore::new(&config.oidc.providers)?);
         keys.load_all().await;

@@ -22,3 +22,5 @@ mod identity;
 mod server;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
+#[path = "integration/store_audit.rs"]
+mod store_audit;

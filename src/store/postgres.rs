@@ -1,0 +1,195 @@
+//! The PostgreSQL backend, for several replicas sharing one database.
+//!
+//! Serialization: every append locks the single `audit_head` row with `SELECT ... FOR UPDATE`,
+//! then inserts the record and moves the head in the same transaction. Appends from every
+//! connection of every replica therefore queue on that row, and the chain cannot fork; `seq` is
+//! also the primary key. A lock not granted within [`LOCK_TIMEOUT`] fails the append with
+//! [`StoreError::Unavailable`] instead of holding a request open.
+//!
+//! Durability follows the server's `synchronous_commit` (default `on`: the commit is flushed to
+//! the WAL before it returns). Operators must not turn it off for this database.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::{Store, StoreError, chain_head, next_link, redact, url_password};
+use crate::audit::chain::{self, time_format};
+use crate::audit::{AuditRecord, CanonicalEvent, ChainHead, ChainKey, StoredAuditRecord};
+
+/// A PostgreSQL-backed [`Store`].
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+type PageRow = (
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+    String,
+    DateTime<Utc>,
+    Option<String>,
+    Option<String>,
+);
+
+impl PostgresStore {
+    /// Connects to the database named by a `postgres://` URL and runs migrations.
+    ///
+    /// The URL may set connection parameters such as `?options=-c%20search_path%3Dname`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] if the URL is invalid, the server cannot be reached, or the
+    /// migrations fail. The URL's password never appears in the error.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let secret = url_password(url);
+        let secret = secret.as_deref();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|err| StoreError::InvalidUrl(redact(err.to_string(), secret)))?
+            .options([("lock_timeout", LOCK_TIMEOUT_SETTING)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|err| StoreError::from_sqlx(err, secret))?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|err| StoreError::Migrate(redact(err.to_string(), secret)))?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn append_audit(
+        &self,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<AuditRecord, StoreError> {
+        // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
+        let mut tx = self.pool.begin().await.map_err(sqlx_err)?;
+        let (head_seq, head_hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sqlx_err)?;
+        let (seq, prev) = next_link(head_seq, &head_hash)?;
+        let hash = chain::link_hash(key, &prev, seq, event.text().as_bytes());
+        let ev = event.event();
+        let actor = ev.actor.as_ref();
+        sqlx::query(
+            "INSERT INTO audit_records \
+             (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(seq)
+        .bind(prev.as_bytes().as_slice())
+        .bind(hash.as_bytes().as_slice())
+        .bind(event.text())
+        .bind(&ev.event)
+        .bind(ev.time)
+        .bind(actor.map(|a| a.issuer.as_str()))
+        .bind(actor.map(|a| a.subject.as_str()))
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_err)?;
+        let moved =
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
+                .bind(seq)
+                .bind(hash.as_bytes().as_slice())
+                .bind(head_seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?
+                .rows_affected();
+        if moved != 1 {
+            return Err(StoreError::Conflict(
+                "audit head moved during an append".to_owned(),
+            ));
+        }
+        tx.commit().await.map_err(sqlx_err)?;
+        Ok(AuditRecord {
+            seq,
+            prev_hash: prev,
+            hash,
+            event: ev.clone(),
+        })
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        let (seq, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sqlx_err)?;
+        chain_head(seq, &hash)
+    }
+
+    async fn audit_page(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
+        let rows: Vec<PageRow> = sqlx::query_as(
+            "SELECT seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject \
+             FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sqlx_err)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(seq, prev_hash, hash, canonical, event, time, actor_issuer, actor_subject)| {
+                    StoredAuditRecord {
+                        seq,
+                        prev_hash,
+                        hash,
+                        canonical,
+                        event,
+                        time: time_format::format(&time),
+                        actor_issuer,
+                        actor_subject,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(())
+    }
+}
+
+fn sqlx_err(err: sqlx::Error) -> StoreError {
+    StoreError::from_sqlx(err, None)
+}
+
+/// How long an append waits for the head lock held by another append before failing.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`LOCK_TIMEOUT`] as a PostgreSQL setting.
+const LOCK_TIMEOUT_SETTING: &str = "5s";
+
+/// How long a caller waits for a free pooled connection before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pooled connections per process.
+const MAX_CONNECTIONS: u32 = 8;

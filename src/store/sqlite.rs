@@ -1,0 +1,284 @@
+//! The SQLite backend: one database file in WAL mode with fully synchronous commits.
+//!
+//! Durability: `synchronous = FULL` syncs the WAL on every commit, so a committed audit record
+//! survives power loss, not only a crash of this process.
+//!
+//! Serialization: appends from this process queue on an in-process lock (SQLite has one writer
+//! at a time anyway, and this avoids busy-waiting), then each takes the database write lock up
+//! front with `BEGIN IMMEDIATE`, so a second process on the same file cannot read the same head.
+//! A writer that cannot get the lock within [`BUSY_TIMEOUT`] fails with
+//! [`StoreError::Unavailable`] instead of waiting forever.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Store, StoreError, chain_head, next_link};
+use crate::audit::chain;
+use crate::audit::{AuditRecord, CanonicalEvent, ChainHead, ChainKey, StoredAuditRecord};
+
+/// A SQLite-backed [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+type PageRow = (
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database named by a `sqlite:` URL and runs migrations.
+    ///
+    /// `?mode=ro` opens an existing file read-only and skips migrations; appends then fail with
+    /// [`StoreError::Unavailable`]. `sqlite::memory:` is a private in-memory database for tests.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] if the URL is invalid, the file cannot be opened, or the
+    /// migrations fail.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let params = UrlParams::parse(url);
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|err| StoreError::InvalidUrl(err.to_string()))?
+            .create_if_missing(!params.read_only)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        if params.in_memory {
+            // INVARIANT: an in-memory database lives as long as its one connection, so that
+            // connection must never be closed while the store is in use.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool
+            .connect_with(options)
+            .await
+            .map_err(|err| StoreError::from_sqlx(err, None))?;
+        if !params.read_only {
+            sqlx::migrate!("migrations/sqlite")
+                .run(&pool)
+                .await
+                .map_err(|err| StoreError::Migrate(err.to_string()))?;
+        }
+        Ok(Self {
+            pool,
+            write_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn append_audit(
+        &self,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<AuditRecord, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sqlx_err)?;
+        let (head_seq, head_hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sqlx_err)?;
+        let (seq, prev) = next_link(head_seq, &head_hash)?;
+        let hash = chain::link_hash(key, &prev, seq, event.text().as_bytes());
+        let ev = event.event();
+        let actor = ev.actor.as_ref();
+        sqlx::query(
+            "INSERT INTO audit_records \
+             (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(prev.as_bytes().as_slice())
+        .bind(hash.as_bytes().as_slice())
+        .bind(event.text())
+        .bind(&ev.event)
+        .bind(event.time_text())
+        .bind(actor.map(|a| a.issuer.as_str()))
+        .bind(actor.map(|a| a.subject.as_str()))
+        .execute(&mut *tx)
+        .await
+        .map_err(sqlx_err)?;
+        let moved = sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1 AND seq = ?")
+            .bind(seq)
+            .bind(hash.as_bytes().as_slice())
+            .bind(head_seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?
+            .rows_affected();
+        if moved != 1 {
+            return Err(StoreError::Conflict(
+                "audit head moved during an append".to_owned(),
+            ));
+        }
+        tx.commit().await.map_err(sqlx_err)?;
+        Ok(AuditRecord {
+            seq,
+            prev_hash: prev,
+            hash,
+            event: ev.clone(),
+        })
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        let (seq, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sqlx_err)?;
+        chain_head(seq, &hash)
+    }
+
+    async fn audit_page(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
+        let rows: Vec<PageRow> = sqlx::query_as(
+            "SELECT seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject \
+             FROM audit_records WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sqlx_err)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(seq, prev_hash, hash, canonical, event, time, actor_issuer, actor_subject)| {
+                    StoredAuditRecord {
+                        seq,
+                        prev_hash,
+                        hash,
+                        canonical,
+                        event,
+                        time,
+                        actor_issuer,
+                        actor_subject,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(())
+    }
+}
+
+/// The parts of a `sqlite:` URL this module acts on itself.
+struct UrlParams {
+    in_memory: bool,
+    read_only: bool,
+}
+
+impl UrlParams {
+    fn parse(url: &str) -> Self {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mode = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "mode")
+            .map(|(_, v)| v.into_owned());
+        Self {
+            in_memory: database == ":memory:" || mode.as_deref() == Some("memory"),
+            read_only: mode.as_deref() == Some("ro"),
+        }
+    }
+}
+
+fn sqlx_err(err: sqlx::Error) -> StoreError {
+    StoreError::from_sqlx(err, None)
+}
+
+/// How long a writer waits for another connection's write lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a caller waits for a free pooled connection before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pooled connections: one writer at a time plus concurrent readers.
+const MAX_CONNECTIONS: u32 = 4;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::audit::{AuditEvent, Verification, verify_store};
+
+    #[test]
+    fn reads_mode_and_memory_from_the_url() {
+        let p = UrlParams::parse("sqlite:///var/lib/latchkey.db?mode=ro");
+        assert!(p.read_only && !p.in_memory);
+        let p = UrlParams::parse("sqlite::memory:");
+        assert!(p.in_memory && !p.read_only);
+        let p = UrlParams::parse("sqlite:latchkey.db");
+        assert!(!p.in_memory && !p.read_only);
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_appends_and_verifies() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let key = ChainKey::Sha256;
+        for n in 0..3 {
+            let event = CanonicalEvent::new(AuditEvent {
+                event: "server.started".into(),
+                time: chrono::DateTime::from_timestamp(1_800_000_000 + n, 0).unwrap(),
+                actor: None,
+                target: json!(null),
+                decision: None,
+                details: json!({"n": n}),
+                client_addr: None,
+                user_agent: None,
+                request_id: None,
+            })
+            .unwrap();
+            let record = store.append_audit(&event, &key).await.unwrap();
+            assert_eq!(record.seq, n + 1);
+        }
+        store.ping().await.unwrap();
+        let verification = verify_store(&store, &key, 2).await.unwrap();
+        assert!(matches!(
+            verification,
+            Verification::Intact { count: 3, .. }
+        ));
+    }
+}
