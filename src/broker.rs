@@ -116,14 +116,10 @@ impl Broker {
             user_agent: None,
             request_id: None,
         };
-        self.auditor
-            .append(event)
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot write the audit record");
-                BrokerError::AuditUnavailable
-            })
+        self.auditor.append(event).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit record");
+            BrokerError::AuditUnavailable
+        })
     }
 }
 

@@ -47,7 +47,10 @@ pub fn main() -> ExitCode {
     // One crypto provider for the process; a dependency that pulled in another would otherwise
     // turn into a panic at the first TLS connection.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("latchkey: cannot start the async runtime: {e}");

@@ -210,9 +210,9 @@ impl Config {
 
     /// Parses configuration text; relative paths are resolved against `base`.
     pub fn from_toml(text: &str, base: &Path, env: &dyn Source) -> Result<Self, ConfigError> {
-        let mut table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::one("(syntax)".into(), syntax_message(&e)))?;
+        let mut table: Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::one("(syntax)".into(), syntax_message(&e))
+        })?;
         let mut issues = Vec::new();
         overlay_env(&mut table, env, &mut issues);
         let config = parse_root(table, base, &mut issues);
@@ -224,7 +224,11 @@ impl Config {
 }
 
 fn syntax_message(e: &toml::de::Error) -> String {
-    e.to_string().lines().next().unwrap_or("invalid TOML").to_owned()
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .to_owned()
 }
 
 /// Applies `LATCHKEY_SECTION__KEY=value` overrides. Values are read as TOML when they parse
@@ -299,7 +303,11 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
     let max_concurrent: Option<usize> = f.optional("max_concurrent_requests");
     let shutdown_grace = f.optional::<ConfigDuration>("shutdown_grace");
 
-    let listen = match listen.as_deref().unwrap_or(DEFAULT_LISTEN).parse::<SocketAddr>() {
+    let listen = match listen
+        .as_deref()
+        .unwrap_or(DEFAULT_LISTEN)
+        .parse::<SocketAddr>()
+    {
         Ok(a) => Some(a),
         Err(_) => {
             f.error(
@@ -335,7 +343,10 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
             })
         }
         (false, cert, key) => {
-            for (name, v) in [("server.tls_cert", cert.is_none()), ("server.tls_key", key.is_none())] {
+            for (name, v) in [
+                ("server.tls_cert", cert.is_none()),
+                ("server.tls_key", key.is_none()),
+            ] {
                 if v {
                     f.error(
                         name.into(),
@@ -379,7 +390,11 @@ fn parse_store(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opti
     let url = url.and_then(|u| {
         if let Some(path) = u.strip_prefix("sqlite://") {
             let p = Path::new(path);
-            let p = if p.is_relative() { base.join(p) } else { p.to_path_buf() };
+            let p = if p.is_relative() {
+                base.join(p)
+            } else {
+                p.to_path_buf()
+            };
             Some(format!("sqlite://{}", p.display()))
         } else if u.starts_with("postgres://") || u.starts_with("postgresql://") {
             Some(u)
@@ -412,10 +427,8 @@ fn parse_audit(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opti
             }
         },
     };
-    let hmac_key_file = match hmac_key_file {
-        Some(p) => Some(existing_file(&mut f, "audit.hmac_key_file", base, p)),
-        None => None,
-    };
+    let hmac_key_file =
+        hmac_key_file.map(|p| existing_file(&mut f, "audit.hmac_key_file", base, p));
     f.finish();
     Some(AuditConfig {
         sink: sink?,
@@ -442,7 +455,10 @@ fn parse_oidc(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     for (i, t) in tables.into_iter().enumerate() {
         match parse_provider(format!("oidc.provider[{i}]"), t, base, issues) {
             Some(p) => {
-                if providers.iter().any(|q: &ProviderConfig| q.issuer == p.issuer) {
+                if providers
+                    .iter()
+                    .any(|q: &ProviderConfig| q.issuer == p.issuer)
+                {
                     issues.push(ConfigIssue {
                         path: format!("oidc.provider[{i}].issuer"),
                         message: format!("`{}` is configured twice", p.issuer),
@@ -498,7 +514,9 @@ fn parse_provider(
     if groups_path.iter().any(String::is_empty) {
         f.error(
             f.path_of("groups_claim"),
-            format!("`{groups_claim}` is not a claim path such as `groups` or `realm_access.roles`"),
+            format!(
+                "`{groups_claim}` is not a claim path such as `groups` or `realm_access.roles`"
+            ),
         );
     }
     let attributes = attributes.unwrap_or_default();
@@ -549,10 +567,7 @@ fn parse_aws(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<AwsConfig> {
         None => Some(None),
         Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(Some(u)),
         Some(_) => {
-            f.error(
-                "aws.endpoint_url".into(),
-                "must be an http(s) URL".into(),
-            );
+            f.error("aws.endpoint_url".into(), "must be an http(s) URL".into());
             None
         }
     };
@@ -610,7 +625,10 @@ fn existing_file(f: &mut Fields<'_>, path: &str, base: &Path, p: PathBuf) -> Opt
     if p.is_file() {
         Some(p)
     } else {
-        f.error(path.to_owned(), format!("`{}` is not a readable file", p.display()));
+        f.error(
+            path.to_owned(),
+            format!("`{}` is not a readable file", p.display()),
+        );
         None
     }
 }

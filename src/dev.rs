@@ -107,7 +107,9 @@ pub fn ensure_tls(dir: &Path) -> Result<TlsMaterial, DevError> {
 
 /// A CA certificate, and a server certificate and key it signed, all PEM.
 pub fn make_tls() -> Result<(String, String, String), rcgen::Error> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -155,9 +157,15 @@ impl DevIssuer {
             _ => return Err(DevError::Keys("unexpected public key encoding".into())),
         };
         let kid = URL_SAFE_NO_PAD.encode(digest(raw).get(..12).unwrap_or_default());
-        let key = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| DevError::Keys(e.to_string()))?;
+        let key =
+            EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| DevError::Keys(e.to_string()))?;
         let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"});
-        Ok(Self { issuer, kid, key, jwk })
+        Ok(Self {
+            issuer,
+            kid,
+            key,
+            jwk,
+        })
     }
 
     /// The issuer URL.
@@ -176,7 +184,10 @@ impl DevIssuer {
         });
         let jwks = json!({ "keys": [self.jwk] });
         Router::new()
-            .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { Json(discovery) }),
+            )
             .route("/jwks", get(move || async move { Json(jwks) }))
     }
 
@@ -184,7 +195,11 @@ impl DevIssuer {
     pub fn mint(&self, user: &DevUser, now: i64, ttl_secs: i64) -> Result<String, DevError> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        let amr = if user.mfa { vec!["pwd", "mfa"] } else { vec!["pwd"] };
+        let amr = if user.mfa {
+            vec!["pwd", "mfa"]
+        } else {
+            vec!["pwd"]
+        };
         let mut claims = json!({
             "iss": self.issuer,
             "sub": user.name,

@@ -146,7 +146,12 @@ fn groups(claims: &Map<String, Value>, path: &[String]) -> Result<Vec<String>, C
             None => return Ok(Vec::new()),
             Some(v) if i + 1 == path.len() => node = Some(v),
             Some(Value::Object(inner)) => current = inner,
-            Some(_) => return Err(shape(&dotted, "must be an object path to an array of strings")),
+            Some(_) => {
+                return Err(shape(
+                    &dotted,
+                    "must be an object path to an array of strings",
+                ));
+            }
         }
     }
     match node {
@@ -159,14 +164,22 @@ fn attribute(name: &str, v: &Value) -> Result<Attribute, ClaimError> {
     match v {
         Value::String(s) => Ok(Attribute::Text(s.clone())),
         Value::Bool(b) => Ok(Attribute::Bool(*b)),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Attribute::Number)
-            .ok_or_else(|| shape(name, "must be a string, boolean, integer or array of strings")),
-        Value::Array(_) => string_array(v)
-            .map(Attribute::List)
-            .ok_or_else(|| shape(name, "must be a string, boolean, integer or array of strings")),
-        _ => Err(shape(name, "must be a string, boolean, integer or array of strings")),
+        Value::Number(n) => n.as_i64().map(Attribute::Number).ok_or_else(|| {
+            shape(
+                name,
+                "must be a string, boolean, integer or array of strings",
+            )
+        }),
+        Value::Array(_) => string_array(v).map(Attribute::List).ok_or_else(|| {
+            shape(
+                name,
+                "must be a string, boolean, integer or array of strings",
+            )
+        }),
+        _ => Err(shape(
+            name,
+            "must be a string, boolean, integer or array of strings",
+        )),
     }
 }
 
@@ -223,7 +236,9 @@ mod tests {
     }
 
     fn map(v: Value, groups_claim: &str) -> Result<Identity, ClaimError> {
-        let Value::Object(m) = v else { panic!("object") };
+        let Value::Object(m) = v else {
+            panic!("object")
+        };
         map_claims(&m, &provider(groups_claim), 1, 2)
     }
 
@@ -250,20 +265,37 @@ mod tests {
 
     #[test]
     fn nested_and_colon_group_paths() {
-        let id = map(json!({"sub": "u", "realm_access": {"roles": ["a"]}}), "realm_access.roles")
-            .unwrap();
+        let id = map(
+            json!({"sub": "u", "realm_access": {"roles": ["a"]}}),
+            "realm_access.roles",
+        )
+        .unwrap();
         assert_eq!(id.groups, vec!["a"]);
-        let id = map(json!({"sub": "u", "cognito:groups": ["b"]}), "cognito:groups").unwrap();
+        let id = map(
+            json!({"sub": "u", "cognito:groups": ["b"]}),
+            "cognito:groups",
+        )
+        .unwrap();
         assert_eq!(id.groups, vec!["b"]);
     }
 
     #[test]
     fn missing_groups_means_no_groups() {
-        assert!(map(json!({"sub": "u"}), "groups").unwrap().groups.is_empty());
-        assert!(map(json!({"sub": "u", "realm_access": {}}), "realm_access.roles")
+        assert!(
+            map(json!({"sub": "u"}), "groups")
+                .unwrap()
+                .groups
+                .is_empty()
+        );
+        assert!(
+            map(
+                json!({"sub": "u", "realm_access": {}}),
+                "realm_access.roles"
+            )
             .unwrap()
             .groups
-            .is_empty());
+            .is_empty()
+        );
     }
 
     #[test]
@@ -277,7 +309,13 @@ mod tests {
         ] {
             assert!(map(bad.clone(), "groups").is_err(), "{bad}");
         }
-        assert!(map(json!({"sub": "u", "realm_access": "x"}), "realm_access.roles").is_err());
+        assert!(
+            map(
+                json!({"sub": "u", "realm_access": "x"}),
+                "realm_access.roles"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -47,7 +47,11 @@ impl Authenticator {
         let provider = self.providers.get(issuer).ok_or(VerifyError::Issuer)?;
         let key = self
             .keys
-            .key_for(&provider.issuer, unverified.kid_unverified(), unverified.alg()?)
+            .key_for(
+                &provider.issuer,
+                unverified.kid_unverified(),
+                unverified.alg()?,
+            )
             .await?;
         verify::verify(&unverified, &key, provider, self.clock.unix())
     }

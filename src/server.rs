@@ -107,7 +107,9 @@ impl Server {
         };
         let store = crate::store::connect(&config.store.url).await?;
         let key = match &config.audit.hmac_key_file {
-            Some(path) => ChainKey::from_file(path).map_err(|e| StartError::Audit(e.to_string()))?,
+            Some(path) => {
+                ChainKey::from_file(path).map_err(|e| StartError::Audit(e.to_string()))?
+            }
             None => ChainKey::Sha256,
         };
         let sink_config = match &config.audit.sink {
@@ -131,7 +133,10 @@ impl Server {
             auditor,
             clock,
         ));
-        broker.record_start().await.map_err(StartError::AuditUnavailable)?;
+        broker
+            .record_start()
+            .await
+            .map_err(StartError::AuditUnavailable)?;
         Ok(Self {
             state: AppState { broker, auth },
             keys,
@@ -151,7 +156,11 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` resolves; in-flight requests then finish.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let refresher = tokio::spawn(Arc::clone(&self.keys).run_refresher(async move {
             let mut rx = stop_rx;

@@ -18,9 +18,9 @@ mod idp_smoke;
 mod bad_tokens;
 #[path = "integration/identity.rs"]
 mod identity;
-#[path = "integration/server.rs"]
-mod server;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
+#[path = "integration/server.rs"]
+mod server;
 #[path = "integration/store_audit.rs"]
 mod store_audit;

@@ -46,13 +46,19 @@ async fn verify(database: &str, hmac_key_file: Option<PathBuf>) -> ExitCode {
     let store = match crate::store::connect(database).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("latchkey audit verify: cannot open `{}`: {e}", redact_url(database));
+            eprintln!(
+                "latchkey audit verify: cannot open `{}`: {e}",
+                redact_url(database)
+            );
             return ExitCode::FAILURE;
         }
     };
     match verify_store(store.as_ref(), &key, VERIFY_PAGE_SIZE).await {
         Ok(Verification::Intact { count, head_hash }) => {
-            println!("ok: {count} records, chain intact, head {}", head_hash.to_hex());
+            println!(
+                "ok: {count} records, chain intact, head {}",
+                head_hash.to_hex()
+            );
             ExitCode::SUCCESS
         }
         Ok(Verification::Broken { seq, reason }) => {

@@ -78,8 +78,13 @@ pub(super) async fn run(args: DevArgs) -> ExitCode {
 }
 
 fn token(user: &str, common: &Common, ttl: i64) -> anyhow::Result<ExitCode> {
-    let issuer_url = std::fs::read_to_string(common.state_dir.join("issuer-url"))
-        .map_err(|_| anyhow::anyhow!("no sandbox state in `{}`; run `latchkey dev` first", common.state_dir.display()))?;
+    let issuer_url =
+        std::fs::read_to_string(common.state_dir.join("issuer-url")).map_err(|_| {
+            anyhow::anyhow!(
+                "no sandbox state in `{}`; run `latchkey dev` first",
+                common.state_dir.display()
+            )
+        })?;
     let issuer = DevIssuer::open(&common.state_dir, issuer_url.trim().to_owned())?;
     let users = load_users(&common.users)?;
     let u = users
@@ -179,7 +184,10 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir)

@@ -32,7 +32,11 @@ pub(super) async fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(server.listen = %config.server.listen, "latchkey listening on {scheme}://{}", config.server.listen);
     server.serve(listener, shutdown_signal()).await;
     ExitCode::SUCCESS

@@ -37,7 +37,9 @@ impl<'de> serde::Deserialize<'de> for ConfigDuration {
         }
         match Raw::deserialize(d)? {
             Raw::Secs(s) => Ok(Self(Duration::from_secs(s))),
-            Raw::Text(t) => parse_duration(&t).map(Self).map_err(serde::de::Error::custom),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
         }
     }
 }

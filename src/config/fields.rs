@@ -17,7 +17,11 @@ pub(crate) struct Fields<'e> {
 
 impl<'e> Fields<'e> {
     /// Starts reading `table`, found at `path` (empty for the root).
-    pub(crate) fn new(path: impl Into<String>, table: Table, errors: &'e mut Vec<ConfigIssue>) -> Self {
+    pub(crate) fn new(
+        path: impl Into<String>,
+        table: Table,
+        errors: &'e mut Vec<ConfigIssue>,
+    ) -> Self {
         Self {
             path: path.into(),
             table,

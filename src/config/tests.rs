@@ -101,9 +101,18 @@ fn tls_files_are_required_without_plain_http() {
 #[test]
 fn environment_overrides_keys_with_toml_values() {
     let env = vec![
-        ("LATCHKEY_SERVER__LISTEN".to_owned(), "127.0.0.2:7000".to_owned()),
-        ("LATCHKEY_SERVER__MAX_CONNECTIONS".to_owned(), "7".to_owned()),
-        ("LATCHKEY_AWS__ENDPOINT_URL".to_owned(), "http://127.0.0.1:5000".to_owned()),
+        (
+            "LATCHKEY_SERVER__LISTEN".to_owned(),
+            "127.0.0.2:7000".to_owned(),
+        ),
+        (
+            "LATCHKEY_SERVER__MAX_CONNECTIONS".to_owned(),
+            "7".to_owned(),
+        ),
+        (
+            "LATCHKEY_AWS__ENDPOINT_URL".to_owned(),
+            "http://127.0.0.1:5000".to_owned(),
+        ),
         ("OTHER_VAR".to_owned(), "ignored".to_owned()),
     ];
     let c = Config::from_toml(&plain(""), base(), &env).unwrap();

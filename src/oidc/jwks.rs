@@ -107,7 +107,10 @@ fn parse_key(k: RawKey) -> Option<JwtKey> {
             if bits < MIN_RSA_BITS {
                 return None;
             }
-            (KeyFamily::Rsa(bits), DecodingKey::from_rsa_components(&n, &e).ok()?)
+            (
+                KeyFamily::Rsa(bits),
+                DecodingKey::from_rsa_components(&n, &e).ok()?,
+            )
         }
         ("EC", Some(crv @ ("P-256" | "P-384"))) => {
             let (x, y) = (k.x?, k.y?);
@@ -128,7 +131,10 @@ fn parse_key(k: RawKey) -> Option<JwtKey> {
             if !URL_SAFE_NO_PAD.decode(&x).is_ok_and(|b| b.len() == 32) {
                 return None;
             }
-            (KeyFamily::Ed25519, DecodingKey::from_ed_components(&x).ok()?)
+            (
+                KeyFamily::Ed25519,
+                DecodingKey::from_ed_components(&x).ok()?,
+            )
         }
         _ => return None,
     };

@@ -128,7 +128,9 @@ impl KeyStore {
             for i in self.issuers.values() {
                 let due = {
                     let s = i.read();
-                    !s.loaded || s.last_refresh.is_none_or(|t| t.elapsed() >= BACKGROUND_REFRESH)
+                    !s.loaded
+                        || s.last_refresh
+                            .is_none_or(|t| t.elapsed() >= BACKGROUND_REFRESH)
                 };
                 if due && let Err(e) = i.refresh().await {
                     tracing::warn!(oidc.issuer = %i.issuer, error = %e, "key refresh failed; keeping the last good keys");
@@ -139,7 +141,12 @@ impl KeyStore {
 
     /// The key of `issuer` to verify a token with `kid` and `alg`, refreshing once (within the
     /// cooldown) if the `kid` is unknown.
-    pub async fn key_for(&self, issuer: &str, kid: Option<&str>, alg: Alg) -> Result<JwtKey, VerifyError> {
+    pub async fn key_for(
+        &self,
+        issuer: &str,
+        kid: Option<&str>,
+        alg: Alg,
+    ) -> Result<JwtKey, VerifyError> {
         let i = self.issuers.get(issuer).ok_or(VerifyError::Issuer)?;
         if let Some(k) = i.find(kid, alg) {
             return Ok(k);
@@ -157,11 +164,15 @@ impl KeyStore {
 
 impl IssuerKeys {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyState> {
-        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyState> {
-        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// With a `kid`, the key with that id; without one, the only key that fits `alg`.
@@ -187,7 +198,9 @@ impl IssuerKeys {
         }
         {
             let mut s = self.write();
-            if s.last_on_demand.is_some_and(|t| t.elapsed() < ON_DEMAND_COOLDOWN) {
+            if s.last_on_demand
+                .is_some_and(|t| t.elapsed() < ON_DEMAND_COOLDOWN)
+            {
                 return;
             }
             s.last_on_demand = Some(Instant::now());
@@ -228,7 +241,9 @@ impl IssuerKeys {
         };
         let keys = parse_jwks(&body).map_err(|e| jwks_err(e.to_string()))?;
         if keys.is_empty() {
-            return Err(jwks_err("no usable signature key; keeping the previous set".into()));
+            return Err(jwks_err(
+                "no usable signature key; keeping the previous set".into(),
+            ));
         }
         tracing::info!(oidc.issuer = %self.issuer, oidc.keys = keys.len(), "loaded the issuer's signing keys");
         let mut s = self.write();
@@ -279,7 +294,11 @@ async fn fetch(http: &reqwest::Client, url: &Url) -> Result<Vec<u8>, String> {
         return Err(format!("answered {}", resp.status()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("read failed: {}", without_url(&e)))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("read failed: {}", without_url(&e)))?
+    {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err("document too large".into());
         }

@@ -165,7 +165,8 @@ impl<'a> UnverifiedToken<'a> {
             return Err(VerifyError::Malformed("too long"));
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(VerifyError::Malformed("not three dot-separated segments"));
         };
@@ -179,7 +180,10 @@ impl<'a> UnverifiedToken<'a> {
         let claims: Map<String, Value> = serde_json::from_slice(&payload)
             .map_err(|_| VerifyError::Malformed("payload is not a JSON object"))?;
         if Alg::parse(&header.alg).is_none() {
-            return Err(VerifyError::Algorithm(format!("`{}` is not allowed", printable(&header.alg))));
+            return Err(VerifyError::Algorithm(format!(
+                "`{}` is not allowed",
+                printable(&header.alg)
+            )));
         }
         if s.is_empty() {
             return Err(VerifyError::Malformed("empty signature"));
@@ -207,8 +211,9 @@ impl<'a> UnverifiedToken<'a> {
 
     /// The header's algorithm (already on the allow-list).
     pub fn alg(&self) -> Result<Alg, VerifyError> {
-        Alg::parse(&self.header.alg)
-            .ok_or_else(|| VerifyError::Algorithm(format!("`{}` is not allowed", printable(&self.header.alg))))
+        Alg::parse(&self.header.alg).ok_or_else(|| {
+            VerifyError::Algorithm(format!("`{}` is not allowed", printable(&self.header.alg)))
+        })
     }
 }
 
@@ -221,7 +226,9 @@ pub fn verify(
 ) -> Result<Identity, VerifyError> {
     let alg = token.alg()?;
     if !alg.fits(key.family) || key.alg.is_some_and(|a| a != alg) {
-        return Err(VerifyError::Algorithm("does not match the issuer's key".into()));
+        return Err(VerifyError::Algorithm(
+            "does not match the issuer's key".into(),
+        ));
     }
     // SECURITY: a `crit` header names extensions we would have to understand; we understand none.
     if token.header.crit.is_some() {
@@ -241,23 +248,30 @@ pub fn verify(
     check_claims(&token.claims, provider, now)
 }
 
-fn check_type(header: &Header, claims: &Map<String, Value>, kind: TokenKind) -> Result<(), VerifyError> {
+fn check_type(
+    header: &Header,
+    claims: &Map<String, Value>,
+    kind: TokenKind,
+) -> Result<(), VerifyError> {
     let typ = header.typ.as_deref().map(|t| {
         let t = t.to_ascii_lowercase();
-        t.strip_prefix("application/").map(str::to_owned).unwrap_or(t)
+        t.strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(t)
     });
-    let ok = match (kind, typ.as_deref()) {
-        (TokenKind::Id, None | Some("jwt")) => true,
-        (TokenKind::Access, Some("at+jwt")) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (kind, typ.as_deref()),
+        (TokenKind::Id, None | Some("jwt")) | (TokenKind::Access, Some("at+jwt"))
+    );
     if !ok {
         let shown = header.typ.as_deref().map_or("(none)".to_owned(), printable);
         return Err(VerifyError::Type(format!("`{shown}` is not accepted here")));
     }
     // SECURITY: logout tokens are signed by the same keys but must never authenticate.
     if claims.contains_key("events") {
-        return Err(VerifyError::Type("a logout or event token is not accepted".into()));
+        return Err(VerifyError::Type(
+            "a logout or event token is not accepted".into(),
+        ));
     }
     Ok(())
 }
@@ -293,10 +307,19 @@ fn check_claims(
             .iter()
             .map(Value::as_str)
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| VerifyError::Claims("claim `aud` must be a string or an array of strings".into()))?,
-        _ => return Err(VerifyError::Claims("claim `aud` must be a string or an array of strings".into())),
+            .ok_or_else(|| {
+                VerifyError::Claims("claim `aud` must be a string or an array of strings".into())
+            })?,
+        _ => {
+            return Err(VerifyError::Claims(
+                "claim `aud` must be a string or an array of strings".into(),
+            ));
+        }
     };
-    if !audiences.iter().any(|a| provider.audiences.iter().any(|c| c == a)) {
+    if !audiences
+        .iter()
+        .any(|a| provider.audiences.iter().any(|c| c == a))
+    {
         return Err(VerifyError::Audience("is not this service".into()));
     }
     let azp = match claims.get("azp") {
@@ -309,7 +332,9 @@ fn check_claims(
             return Err(VerifyError::Audience("was issued to another client".into()));
         }
         None if audiences.len() > 1 => {
-            return Err(VerifyError::Audience("has several audiences and no `azp`".into()));
+            return Err(VerifyError::Audience(
+                "has several audiences and no `azp`".into(),
+            ));
         }
         _ => {}
     }
@@ -326,7 +351,8 @@ fn check_claims(
     if now.saturating_sub(iat) > max_age.saturating_add(LEEWAY_SECS) {
         return Err(VerifyError::TooOld);
     }
-    map_claims(claims, provider, iat, exp).map_err(|e: ClaimError| VerifyError::Claims(e.to_string()))
+    map_claims(claims, provider, iat, exp)
+        .map_err(|e: ClaimError| VerifyError::Claims(e.to_string()))
 }
 
 fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyError> {
@@ -337,7 +363,10 @@ fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyEr
 
 /// Shortens and strips attacker-controlled text before it goes into an error message.
 fn printable(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_graphic()).take(32).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(32)
+        .collect()
 }
 
 #[cfg(test)]

@@ -89,10 +89,23 @@ impl ApiError {
                 S::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 "Request body too large",
-                Some(format!("the body may be at most {} bytes", super::MAX_BODY_BYTES)),
+                Some(format!(
+                    "the body may be at most {} bytes",
+                    super::MAX_BODY_BYTES
+                )),
             ),
-            Self::BadRequest(d) => s(S::BAD_REQUEST, "bad_request", "Bad request", Some(d.clone())),
-            Self::MethodNotAllowed => s(S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", None),
+            Self::BadRequest(d) => s(
+                S::BAD_REQUEST,
+                "bad_request",
+                "Bad request",
+                Some(d.clone()),
+            ),
+            Self::MethodNotAllowed => s(
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                None,
+            ),
             Self::NotFound => s(S::NOT_FOUND, "not_found", "Not found", None),
             Self::NotReady(n) => s(
                 S::SERVICE_UNAVAILABLE,
@@ -100,7 +113,9 @@ impl ApiError {
                 "Not ready",
                 Some(
                     match n {
-                        NotReady::IssuerKeys => "the signing keys of an identity provider have not loaded yet",
+                        NotReady::IssuerKeys => {
+                            "the signing keys of an identity provider have not loaded yet"
+                        }
                         NotReady::Store => "the store does not answer",
                     }
                     .into(),
@@ -132,9 +147,17 @@ fn auth_shape(a: &AuthError) -> Shape {
         detail: Some(detail.to_owned()),
     };
     match a {
-        AuthError::Ambiguous => unauthorized("token_ambiguous", "send exactly one Authorization header"),
-        AuthError::Malformed => unauthorized("token_malformed", "the Authorization header must be `Bearer <token>`"),
-        AuthError::Missing => unauthorized("token_missing", "an Authorization: Bearer token is required; run `latchkey login`"),
+        AuthError::Ambiguous => {
+            unauthorized("token_ambiguous", "send exactly one Authorization header")
+        }
+        AuthError::Malformed => unauthorized(
+            "token_malformed",
+            "the Authorization header must be `Bearer <token>`",
+        ),
+        AuthError::Missing => unauthorized(
+            "token_missing",
+            "an Authorization: Bearer token is required; run `latchkey login`",
+        ),
         AuthError::Token(v) => {
             let code = match v {
                 VerifyError::Algorithm(_) => "token_algorithm",

@@ -81,10 +81,12 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            req
-        });
+        let app = app
+            .clone()
+            .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req
+            });
         let service = TowerToHyperService::new(app);
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -94,7 +96,12 @@ pub async fn serve(
             let _permit = permit;
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(handshake_deadline, acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(
+                        handshake_deadline,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(client.addr = %peer, error = %e, "TLS handshake failed");
@@ -111,7 +118,8 @@ pub async fn serve(
                     }
                 }
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
                     }
@@ -121,7 +129,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; closing the remaining connections");
     }
 }

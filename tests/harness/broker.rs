@@ -221,7 +221,10 @@ impl BrokerProcess {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "latchkey did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "latchkey did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -244,7 +247,10 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
         {
             return;
         }
-        assert!(Instant::now() < deadline, "broker at {url} not ready in time");
+        assert!(
+            Instant::now() < deadline,
+            "broker at {url} not ready in time"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

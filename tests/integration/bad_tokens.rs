@@ -67,7 +67,11 @@ async fn every_bad_token_is_refused_with_its_own_code_and_never_logged() {
     )
     .unwrap();
 
-    let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": key.kid})), b64(&claims));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": key.kid})),
+        b64(&claims)
+    );
     let parts: Vec<&str> = good.split('.').collect();
     let tampered = format!(
         "{}.{}.{}",
@@ -77,45 +81,102 @@ async fn every_bad_token_is_refused_with_its_own_code_and_never_logged() {
     );
     let mut unknown_kid_header = key.header();
     unknown_kid_header.kid = Some("no-such-kid".into());
-    let unknown_kid = jsonwebtoken::encode(&unknown_kid_header, &claims, &key.encoding_key()).unwrap();
+    let unknown_kid =
+        jsonwebtoken::encode(&unknown_kid_header, &claims, &key.encoding_key()).unwrap();
     let bearer = |t: &str| format!("Bearer {t}");
 
     let cases = vec![
-        Case { name: "no Authorization header", headers: vec![], status: 401, code: "token_missing" },
+        Case {
+            name: "no Authorization header",
+            headers: vec![],
+            status: 401,
+            code: "token_missing",
+        },
         Case {
             name: "two Authorization headers",
             headers: vec![bearer(&good), bearer(&good)],
             status: 401,
             code: "token_ambiguous",
         },
-        Case { name: "not a Bearer scheme", headers: vec![format!("Basic {good}")], status: 401, code: "token_malformed" },
-        Case { name: "two segments", headers: vec![bearer(&format!("{}.{}", parts[0], parts[1]))], status: 401, code: "token_malformed" },
-        Case { name: "four segments", headers: vec![bearer(&format!("{good}.{}", parts[2]))], status: 401, code: "token_malformed" },
-        Case { name: "bad base64", headers: vec![bearer(&format!("{}.%%%.{}", parts[0], parts[2]))], status: 401, code: "token_malformed" },
-        Case { name: "alg none", headers: vec![bearer(&none)], status: 401, code: "token_algorithm" },
-        Case { name: "HS256 with the RSA public key", headers: vec![bearer(&hs256)], status: 401, code: "token_algorithm" },
+        Case {
+            name: "not a Bearer scheme",
+            headers: vec![format!("Basic {good}")],
+            status: 401,
+            code: "token_malformed",
+        },
+        Case {
+            name: "two segments",
+            headers: vec![bearer(&format!("{}.{}", parts[0], parts[1]))],
+            status: 401,
+            code: "token_malformed",
+        },
+        Case {
+            name: "four segments",
+            headers: vec![bearer(&format!("{good}.{}", parts[2]))],
+            status: 401,
+            code: "token_malformed",
+        },
+        Case {
+            name: "bad base64",
+            headers: vec![bearer(&format!("{}.%%%.{}", parts[0], parts[2]))],
+            status: 401,
+            code: "token_malformed",
+        },
+        Case {
+            name: "alg none",
+            headers: vec![bearer(&none)],
+            status: 401,
+            code: "token_algorithm",
+        },
+        Case {
+            name: "HS256 with the RSA public key",
+            headers: vec![bearer(&hs256)],
+            status: 401,
+            code: "token_algorithm",
+        },
         Case {
             name: "wrong issuer",
-            headers: vec![bearer(&sign(&with(&claims, "iss", json!("http://127.0.0.1:1/evil"))))],
+            headers: vec![bearer(&sign(&with(
+                &claims,
+                "iss",
+                json!("http://127.0.0.1:1/evil"),
+            )))],
             status: 401,
             code: "token_issuer",
         },
         Case {
             name: "issuer with a trailing slash",
-            headers: vec![bearer(&sign(&with(&claims, "iss", json!(format!("{}/", idp.issuer())))))],
+            headers: vec![bearer(&sign(&with(
+                &claims,
+                "iss",
+                json!(format!("{}/", idp.issuer())),
+            )))],
             status: 401,
             code: "token_issuer",
         },
         Case {
             name: "wrong audience",
-            headers: vec![bearer(&sign(&with(&with(&claims, "aud", json!("someone-else")), "azp", json!("someone-else"))))],
+            headers: vec![bearer(&sign(&with(
+                &with(&claims, "aud", json!("someone-else")),
+                "azp",
+                json!("someone-else"),
+            )))],
             status: 401,
             code: "token_audience",
         },
-        Case { name: "token for another client of the IdP", headers: vec![bearer(&other_client)], status: 401, code: "token_audience" },
+        Case {
+            name: "token for another client of the IdP",
+            headers: vec![bearer(&other_client)],
+            status: 401,
+            code: "token_audience",
+        },
         Case {
             name: "expired",
-            headers: vec![bearer(&sign(&with(&with(&claims, "exp", json!(now - 600)), "iat", json!(now - 1200))))],
+            headers: vec![bearer(&sign(&with(
+                &with(&claims, "exp", json!(now - 600)),
+                "iat",
+                json!(now - 1200),
+            )))],
             status: 401,
             code: "token_expired",
         },
@@ -127,15 +188,33 @@ async fn every_bad_token_is_refused_with_its_own_code_and_never_logged() {
         },
         Case {
             name: "exp as a string",
-            headers: vec![bearer(&sign(&with(&claims, "exp", json!((now + 600).to_string()))))],
+            headers: vec![bearer(&sign(&with(
+                &claims,
+                "exp",
+                json!((now + 600).to_string()),
+            )))],
             status: 401,
             code: "token_claims",
         },
-        Case { name: "unknown kid", headers: vec![bearer(&unknown_kid)], status: 401, code: "token_key_unknown" },
-        Case { name: "tampered payload", headers: vec![bearer(&tampered)], status: 401, code: "token_signature" },
+        Case {
+            name: "unknown kid",
+            headers: vec![bearer(&unknown_kid)],
+            status: 401,
+            code: "token_key_unknown",
+        },
+        Case {
+            name: "tampered payload",
+            headers: vec![bearer(&tampered)],
+            status: 401,
+            code: "token_signature",
+        },
         Case {
             name: "groups as a string",
-            headers: vec![bearer(&sign(&with(&claims, "groups", json!("engineering"))))],
+            headers: vec![bearer(&sign(&with(
+                &claims,
+                "groups",
+                json!("engineering"),
+            )))],
             status: 401,
             code: "token_claims",
         },
@@ -150,7 +229,10 @@ async fn every_bad_token_is_refused_with_its_own_code_and_never_logged() {
             code: "token_type",
         },
     ];
-    assert_eq!(header["kid"], key.kid, "the IdP signs with the key the test forges with");
+    assert_eq!(
+        header["kid"], key.kid,
+        "the IdP signs with the key the test forges with"
+    );
 
     let mut secrets: Vec<String> = vec![good.clone(), other_client.clone()];
     let mut table = String::new();
@@ -158,7 +240,11 @@ async fn every_bad_token_is_refused_with_its_own_code_and_never_logged() {
         let mut req = broker.http.get(format!("{}/v1/whoami", broker.url));
         for h in &case.headers {
             req = req.header(AUTHORIZATION, h);
-            secrets.push(h.trim_start_matches("Bearer ").trim_start_matches("Basic ").to_owned());
+            secrets.push(
+                h.trim_start_matches("Bearer ")
+                    .trim_start_matches("Basic ")
+                    .to_owned(),
+            );
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
@@ -178,10 +264,18 @@ async fn every_bad_token_is_refused_with_its_own_code_and_never_logged() {
         if case.code == "token_missing" {
             assert_eq!(www, "Bearer realm=\"latchkey\"");
         } else {
-            assert!(www.contains("error=\"invalid_token\""), "{}: {www}", case.name);
+            assert!(
+                www.contains("error=\"invalid_token\""),
+                "{}: {www}",
+                case.name
+            );
         }
         for s in &secrets {
-            assert!(!body.to_string().contains(s.as_str()), "{}: token echoed in the body", case.name);
+            assert!(
+                !body.to_string().contains(s.as_str()),
+                "{}: token echoed in the body",
+                case.name
+            );
         }
     }
     println!("{table}");
@@ -198,16 +292,31 @@ async fn every_bad_token_is_refused_with_its_own_code_and_never_logged() {
     assert_eq!(resp.status(), 431);
 
     // The good token still works, and nothing of any token reached the logs or the audit.
-    let ok = broker.http.get(format!("{}/v1/whoami", broker.url)).bearer_auth(&good).send().await.unwrap();
+    let ok = broker
+        .http
+        .get(format!("{}/v1/whoami", broker.url))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let output = broker.output();
-    assert!(output.contains("refused a bearer token"), "the refusals were logged");
+    assert!(
+        output.contains("refused a bearer token"),
+        "the refusals were logged"
+    );
     for s in secrets.iter().filter(|s| s.len() > 20) {
         // Any 40-character slice of a token would betray it; check the signature part too.
         let sig = s.rsplit('.').next().unwrap_or(s);
-        assert!(!output.contains(s.as_str()), "a token appears in the output");
+        assert!(
+            !output.contains(s.as_str()),
+            "a token appears in the output"
+        );
         if sig.len() > 20 {
-            assert!(!output.contains(sig), "a token signature appears in the output");
+            assert!(
+                !output.contains(sig),
+                "a token signature appears in the output"
+            );
         }
     }
 }

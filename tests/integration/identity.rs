@@ -23,8 +23,16 @@ async fn whoami_returns_the_identity_of_an_rs256_token() {
     assert_eq!(me["groups"], serde_json::json!(["engineering"]));
     assert_eq!(me["attributes"]["department"], "platform");
     assert_eq!(me["mfa"], false);
-    assert!(me["auth_time"].as_str().is_some_and(|t| t.ends_with('Z')), "{me}");
-    assert!(me["token_expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{me}");
+    assert!(
+        me["auth_time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{me}"
+    );
+    assert!(
+        me["token_expires_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{me}"
+    );
 }
 
 #[tokio::test]

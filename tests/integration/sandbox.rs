@@ -53,7 +53,11 @@ async fn the_sandbox_serves_whoami_for_a_demo_user() {
         .await
         .is_ok_and(|r| r.status() == 200)
     {
-        assert!(Instant::now() < deadline, "sandbox not ready: {}", log(state.path()));
+        assert!(
+            Instant::now() < deadline,
+            "sandbox not ready: {}",
+            log(state.path())
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -61,7 +65,11 @@ async fn the_sandbox_serves_whoami_for_a_demo_user() {
         .args(["dev", "token", "bob", "--state-dir", state_arg])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let me: Value = http
         .get(format!("{url}/v1/whoami"))
@@ -75,7 +83,10 @@ async fn the_sandbox_serves_whoami_for_a_demo_user() {
     assert_eq!(me["subject"], "bob");
     assert_eq!(me["issuer"], format!("http://127.0.0.1:{issuer_port}"));
     assert_eq!(me["mfa"], true);
-    assert!(me["groups"].as_array().unwrap().iter().any(|g| g == "sre"), "{me}");
+    assert!(
+        me["groups"].as_array().unwrap().iter().any(|g| g == "sre"),
+        "{me}"
+    );
 
     let out = latchkey()
         .args(["dev", "token", "mallory", "--state-dir", state_arg])
@@ -109,7 +120,11 @@ fn wait_for_file(path: &Path) -> Vec<u8> {
         {
             return b;
         }
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

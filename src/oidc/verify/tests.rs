@@ -95,12 +95,25 @@ fn a_good_token_maps_to_the_identity() {
 fn time_claims_are_checked_with_leeway() {
     let k = ec_keys("k1");
     let ok = |c: Value| check(&k, &sign(&k, &c));
-    assert_eq!(ok(with(claims(), "exp", json!(NOW - LEEWAY_SECS - 1))), Err(VerifyError::Expired));
+    assert_eq!(
+        ok(with(claims(), "exp", json!(NOW - LEEWAY_SECS - 1))),
+        Err(VerifyError::Expired)
+    );
     assert!(ok(with(claims(), "exp", json!(NOW - LEEWAY_SECS + 1))).is_ok());
-    assert_eq!(ok(with(claims(), "nbf", json!(NOW + 3600))), Err(VerifyError::NotYetValid));
+    assert_eq!(
+        ok(with(claims(), "nbf", json!(NOW + 3600))),
+        Err(VerifyError::NotYetValid)
+    );
     assert!(ok(with(claims(), "nbf", json!(NOW + 5))).is_ok());
-    assert_eq!(ok(with(claims(), "iat", json!(NOW + 3600))), Err(VerifyError::IssuedInFuture));
-    let old = with(with(claims(), "iat", json!(NOW - 7200)), "exp", json!(NOW + 600));
+    assert_eq!(
+        ok(with(claims(), "iat", json!(NOW + 3600))),
+        Err(VerifyError::IssuedInFuture)
+    );
+    let old = with(
+        with(claims(), "iat", json!(NOW - 7200)),
+        "exp",
+        json!(NOW + 600),
+    );
     assert_eq!(ok(old), Err(VerifyError::TooOld));
 }
 
@@ -108,18 +121,38 @@ fn time_claims_are_checked_with_leeway() {
 fn time_claims_must_be_present_and_numeric() {
     let k = ec_keys("k1");
     let err = |c: Value| check(&k, &sign(&k, &c)).unwrap_err();
-    for (claim, v) in [("exp", json!("1900000000")), ("iat", json!(null)), ("nbf", json!("0"))] {
-        assert!(matches!(err(with(claims(), claim, v)), VerifyError::Claims(_)), "{claim}");
+    for (claim, v) in [
+        ("exp", json!("1900000000")),
+        ("iat", json!(null)),
+        ("nbf", json!("0")),
+    ] {
+        assert!(
+            matches!(err(with(claims(), claim, v)), VerifyError::Claims(_)),
+            "{claim}"
+        );
     }
-    assert!(matches!(err(without(claims(), "exp")), VerifyError::Claims(_)));
-    assert!(matches!(err(without(claims(), "iat")), VerifyError::Claims(_)));
-    assert!(matches!(err(without(claims(), "sub")), VerifyError::Claims(_)));
+    assert!(matches!(
+        err(without(claims(), "exp")),
+        VerifyError::Claims(_)
+    ));
+    assert!(matches!(
+        err(without(claims(), "iat")),
+        VerifyError::Claims(_)
+    ));
+    assert!(matches!(
+        err(without(claims(), "sub")),
+        VerifyError::Claims(_)
+    ));
 }
 
 #[test]
 fn issuer_is_compared_byte_for_byte() {
     let k = ec_keys("k1");
-    for iss in [format!("{ISS}/"), "https://IDP.example.com".into(), "https://evil.example.com".into()] {
+    for iss in [
+        format!("{ISS}/"),
+        "https://IDP.example.com".into(),
+        "https://evil.example.com".into(),
+    ] {
         let t = sign(&k, &with(claims(), "iss", json!(iss)));
         assert_eq!(check(&k, &t), Err(VerifyError::Issuer), "{iss}");
     }
@@ -131,15 +164,37 @@ fn issuer_is_compared_byte_for_byte() {
 fn audience_and_azp_rules() {
     let k = ec_keys("k1");
     let r = |c: Value| check(&k, &sign(&k, &c));
-    assert!(matches!(r(with(claims(), "aud", json!("other-app"))), Err(VerifyError::Audience(_))));
+    assert!(matches!(
+        r(with(claims(), "aud", json!("other-app"))),
+        Err(VerifyError::Audience(_))
+    ));
     assert!(r(with(claims(), "aud", json!(["latchkey-cli"]))).is_ok());
-    assert!(matches!(r(with(claims(), "aud", json!(["latchkey-cli", "x"]))), Err(VerifyError::Audience(_))));
-    let multi = with(with(claims(), "aud", json!(["latchkey-cli", "x"])), "azp", json!("latchkey-cli"));
+    assert!(matches!(
+        r(with(claims(), "aud", json!(["latchkey-cli", "x"]))),
+        Err(VerifyError::Audience(_))
+    ));
+    let multi = with(
+        with(claims(), "aud", json!(["latchkey-cli", "x"])),
+        "azp",
+        json!("latchkey-cli"),
+    );
     assert!(r(multi).is_ok());
-    assert!(matches!(r(with(claims(), "azp", json!("other-app"))), Err(VerifyError::Audience(_))));
-    assert!(matches!(r(with(claims(), "aud", json!([]))), Err(VerifyError::Claims(_))));
-    assert!(matches!(r(with(claims(), "aud", json!([1]))), Err(VerifyError::Claims(_))));
-    assert!(matches!(r(without(claims(), "aud")), Err(VerifyError::Claims(_))));
+    assert!(matches!(
+        r(with(claims(), "azp", json!("other-app"))),
+        Err(VerifyError::Audience(_))
+    ));
+    assert!(matches!(
+        r(with(claims(), "aud", json!([]))),
+        Err(VerifyError::Claims(_))
+    ));
+    assert!(matches!(
+        r(with(claims(), "aud", json!([1]))),
+        Err(VerifyError::Claims(_))
+    ));
+    assert!(matches!(
+        r(without(claims(), "aud")),
+        Err(VerifyError::Claims(_))
+    ));
 }
 
 #[test]
@@ -153,10 +208,16 @@ fn groups_shape_is_enforced() {
 fn alg_none_and_hmac_are_refused_before_any_key_is_used() {
     let header = json!({"alg": "none", "kid": "k1"});
     let t = raw_token(&header, &claims(), b"");
-    assert!(matches!(UnverifiedToken::parse(&t), Err(VerifyError::Algorithm(_))));
+    assert!(matches!(
+        UnverifiedToken::parse(&t),
+        Err(VerifyError::Algorithm(_))
+    ));
     for alg in ["HS256", "HS512", "RS1", "ES256K", "none", "None", ""] {
         let t = raw_token(&json!({"alg": alg, "kid": "k1"}), &claims(), b"sig");
-        assert!(matches!(UnverifiedToken::parse(&t), Err(VerifyError::Algorithm(_))), "{alg}");
+        assert!(
+            matches!(UnverifiedToken::parse(&t), Err(VerifyError::Algorithm(_))),
+            "{alg}"
+        );
     }
 }
 
@@ -198,8 +259,19 @@ fn embedded_keys_in_headers_are_ignored() {
 #[test]
 fn malformed_shapes() {
     let k = ec_keys("k1");
-    for t in ["", "a.b", "a.b.c.d", "!!!.e30.c2ln", "e30.!!!.c2ln", "e30.e30.c2ln", ".e30.c2ln"] {
-        assert!(matches!(check(&k, t), Err(VerifyError::Malformed(_))), "{t:?}");
+    for t in [
+        "",
+        "a.b",
+        "a.b.c.d",
+        "!!!.e30.c2ln",
+        "e30.!!!.c2ln",
+        "e30.e30.c2ln",
+        ".e30.c2ln",
+    ] {
+        assert!(
+            matches!(check(&k, t), Err(VerifyError::Malformed(_))),
+            "{t:?}"
+        );
     }
     let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
     assert!(matches!(check(&k, &huge), Err(VerifyError::Malformed(_))));
@@ -217,7 +289,8 @@ fn crit_headers_are_refused() {
         URL_SAFE_NO_PAD.encode(hv.to_string()),
         URL_SAFE_NO_PAD.encode(claims().to_string())
     );
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k.enc, jsonwebtoken::Algorithm::ES256).unwrap();
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k.enc, jsonwebtoken::Algorithm::ES256)
+        .unwrap();
     let t = format!("{input}.{sig}");
     assert!(matches!(check(&k, &t), Err(VerifyError::Malformed(_))));
 }
@@ -232,15 +305,31 @@ fn token_type_confusion_is_refused() {
         jsonwebtoken::encode(&h, c, &k.enc).unwrap()
     };
     assert!(check(&k, &typed("JWT", &claims())).is_ok());
-    assert!(matches!(check(&k, &typed("logout+jwt", &claims())), Err(VerifyError::Type(_))));
-    assert!(matches!(check(&k, &typed("at+jwt", &claims())), Err(VerifyError::Type(_))));
-    let logout = with(claims(), "events", json!({"http://schemas.openid.net/event/backchannel-logout": {}}));
-    assert!(matches!(check(&k, &typed("JWT", &logout)), Err(VerifyError::Type(_))));
+    assert!(matches!(
+        check(&k, &typed("logout+jwt", &claims())),
+        Err(VerifyError::Type(_))
+    ));
+    assert!(matches!(
+        check(&k, &typed("at+jwt", &claims())),
+        Err(VerifyError::Type(_))
+    ));
+    let logout = with(
+        claims(),
+        "events",
+        json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+    );
+    assert!(matches!(
+        check(&k, &typed("JWT", &logout)),
+        Err(VerifyError::Type(_))
+    ));
     // With access tokens configured, only at+jwt passes.
     let mut p = provider();
     p.token = TokenKind::Access;
     let t = typed("at+jwt", &claims());
     assert!(verify(&UnverifiedToken::parse(&t).unwrap(), &k.key, &p, NOW).is_ok());
     let t = typed("JWT", &claims());
-    assert!(matches!(verify(&UnverifiedToken::parse(&t).unwrap(), &k.key, &p, NOW), Err(VerifyError::Type(_))));
+    assert!(matches!(
+        verify(&UnverifiedToken::parse(&t).unwrap(), &k.key, &p, NOW),
+        Err(VerifyError::Type(_))
+    ));
 }
