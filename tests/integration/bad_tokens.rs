@@ -280,16 +280,27 @@ async fn every_bad_token_is_refused_with_its_own_code_and_never_logged() {
     }
     println!("{table}");
 
-    // A 1 MiB header is refused by the HTTP layer before anything reads it.
+    // A 1 MiB header is refused by the HTTP layer before anything reads it. The server answers
+    // 431 and closes while the client may still be writing, so a send can end in a broken pipe
+    // instead; every answer that does arrive must be 431, and at least one must arrive.
     let huge = "a".repeat(1024 * 1024);
-    let resp = broker
-        .http
-        .get(format!("{}/v1/whoami", broker.url))
-        .header(AUTHORIZATION, format!("Bearer {huge}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 431);
+    let mut answered = Vec::new();
+    for _ in 0..5 {
+        let sent = broker
+            .http
+            .get(format!("{}/v1/whoami", broker.url))
+            .header(AUTHORIZATION, format!("Bearer {huge}"))
+            .send()
+            .await;
+        if let Ok(resp) = sent {
+            answered.push(resp.status().as_u16());
+        }
+    }
+    assert!(
+        !answered.is_empty(),
+        "no answer to a 1 MiB header in 5 tries"
+    );
+    assert!(answered.iter().all(|s| *s == 431), "{answered:?}");
 
     // The good token still works, and nothing of any token reached the logs or the audit.
     let ok = broker
