@@ -1,17 +1,7 @@
 //! Starts the real peers the integration tests talk to, once per test binary.
 //!
 //! - [`idp`]: panva's `oidc-provider` (tests/idp), the OpenID Provider latchkey trusts.
-//!
-//! Cargo also builds this file as a test target of its own (tests/*.rs are auto-discovered), so
-//! module paths are spelled out and the test-code lint allowances are repeated here.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    unreachable_pub,
-    reason = "test code: a failed assumption should fail the test loudly"
-)]
+//! - [`broker`]: latchkey itself, in process or as the real binary.
 
 #[allow(
     dead_code,
