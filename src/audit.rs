@@ -229,7 +229,8 @@ impl std::fmt::Debug for Auditor {
 /// Verifies the chain held by `store`, reading `page_size` records at a time.
 ///
 /// The head is read first and the walk stops there, so records appended while verifying are
-/// left for the next run.
+/// left for the next run. Pages are read by `seq` range, two at a time, while the previous page
+/// is checked on a blocking thread, so reading and hashing overlap.
 ///
 /// # Errors
 ///
@@ -241,22 +242,57 @@ pub async fn verify_store(
     page_size: u32,
 ) -> Result<Verification, StoreError> {
     let head = store.audit_head().await?;
-    let page_size = page_size.max(1);
-    let mut verifier = Verifier::new(key);
-    let mut after = 0_i64;
-    while after < head.seq {
-        let page = store.audit_page(after, page_size).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for record in page.iter().take_while(|r| r.seq <= head.seq) {
-            if let Err(broken) = verifier.check(record) {
-                return Ok(broken);
-            }
+    let step = i64::from(page_size.max(1));
+    let mut verifier = Verifier::new(key.clone());
+    let mut from = 0_i64;
+    let mut page = Vec::new();
+    loop {
+        let done = from >= head.seq;
+        // Check `page` (the ranges before `from`) while reading the next two ranges.
+        let check = tokio::task::spawn_blocking(move || {
+            let result = page.iter().try_for_each(|record| verifier.check(record));
+            (verifier, result)
+        });
+        let (checked, first, second) = tokio::join!(
+            check,
+            range(store, from, step, head.seq),
+            range(store, from.saturating_add(step), step, head.seq),
+        );
+        let (checked_verifier, result) = checked.map_err(|err| {
+            StoreError::Unavailable(format!("verification task did not finish: {err}"))
+        })?;
+        if let Err(broken) = result {
+            return Ok(broken);
         }
+        verifier = checked_verifier;
+        if done {
+            return Ok(verifier.finish(&head));
+        }
+        let (mut first, second) = (first?, second?);
+        first.extend(second);
+        page = first;
+        from = from.saturating_add(step.saturating_mul(2));
     }
-    Ok(verifier.finish(&head))
+}
+
+/// The stored records with `after < seq <= min(after + step, head)`, or none past the head.
+async fn range(
+    store: &dyn Store,
+    after: i64,
+    step: i64,
+    head: i64,
+) -> Result<Vec<StoredAuditRecord>, StoreError> {
+    let upto = after.saturating_add(step).min(head);
+    if after >= upto {
+        return Ok(Vec::new());
+    }
+    let limit = u32::try_from(upto - after).unwrap_or(u32::MAX);
+    let mut records = store.audit_page(after, limit).await?;
+    // A gap pulls later records into this page; they belong to the next range.
+    records.retain(|r| r.seq <= upto);
+    Ok(records)
 }
 
 /// Records per page when verifying: large enough to amortize queries, small enough to bound
-/// memory to a few megabytes.
+/// memory (four pages are held at once) to tens of megabytes.
 pub const VERIFY_PAGE_SIZE: u32 = 10_000;

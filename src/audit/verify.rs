@@ -79,8 +79,8 @@ pub enum BreakReason {
 
 /// Checks records one at a time, in `seq` order.
 #[derive(Debug)]
-pub struct Verifier<'k> {
-    key: &'k ChainKey,
+pub struct Verifier {
+    key: ChainKey,
     next_seq: i64,
     prev: ChainHash,
     count: u64,
@@ -92,7 +92,7 @@ pub fn verify_records<'a>(
     records: impl IntoIterator<Item = &'a StoredAuditRecord>,
     head: &ChainHead,
 ) -> Verification {
-    let mut verifier = Verifier::new(key);
+    let mut verifier = Verifier::new(key.clone());
     for record in records {
         if let Err(broken) = verifier.check(record) {
             return broken;
@@ -103,9 +103,9 @@ pub fn verify_records<'a>(
 
 // === impl Verifier ===
 
-impl<'k> Verifier<'k> {
+impl Verifier {
     /// Starts a walk at record 1.
-    pub fn new(key: &'k ChainKey) -> Self {
+    pub fn new(key: ChainKey) -> Self {
         Self {
             key,
             next_seq: 1,
@@ -135,7 +135,7 @@ impl<'k> Verifier<'k> {
         if record.prev_hash.as_slice() != self.prev.as_bytes() {
             return Err(broken(seq, BreakReason::PrevHashMismatch));
         }
-        let hash = chain::link_hash(self.key, &self.prev, seq, record.canonical.as_bytes());
+        let hash = chain::link_hash(&self.key, &self.prev, seq, record.canonical.as_bytes());
         if record.hash.as_slice() != hash.as_bytes() {
             return Err(broken(seq, BreakReason::HashMismatch));
         }
