@@ -18,6 +18,7 @@ pub mod api;
 pub mod audit;
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod dev;

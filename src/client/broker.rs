@@ -1,0 +1,352 @@
+//! The HTTP client to the broker's public API.
+//!
+//! SECURITY: redirects are never followed (a bearer token must not be carried to another
+//! origin); every request has connect and total timeouts; a private CA given with `--ca-cert`
+//! is added to the system's roots. Errors come back as [`ClientError`]s a person can act on.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{ClientError, sanitize};
+use crate::api::{Problem, WellKnown, WhoAmI};
+
+/// `POST /v1/credentials` body.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialsRequest {
+    /// The role's name.
+    pub role: String,
+    /// Requested lifetime; the role's maximum caps it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u32>,
+    /// Why, for the audit record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/credentials` answer: the temporary credentials and the grant behind them.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CredentialsResponse {
+    /// AWS access key id.
+    pub access_key_id: String,
+    /// AWS secret access key.
+    pub secret_access_key: String,
+    /// AWS session token.
+    pub session_token: String,
+    /// When the credentials expire (RFC 3339).
+    pub expiration: String,
+    /// The role's name.
+    pub role: String,
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The audit grant id.
+    pub grant_id: String,
+    /// The STS source identity.
+    pub source_identity: String,
+    /// The STS session name.
+    pub session_name: String,
+}
+
+impl std::fmt::Debug for CredentialsResponse {
+    // SECURITY: never print the secret or the session token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsResponse")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .field("role", &self.role)
+            .field("grant_id", &self.grant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/roles` answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RolesResponse {
+    /// Every role in the catalog, with the decision for the caller.
+    pub roles: Vec<RoleView>,
+}
+
+/// One role in [`RolesResponse`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoleView {
+    /// The role's name.
+    pub name: String,
+    /// The role's ARN.
+    pub arn: String,
+    /// What the role is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Longest session the role allows.
+    #[serde(default)]
+    pub max_duration_seconds: Option<u64>,
+    /// `allowed` or `denied`.
+    pub status: String,
+    /// Why (for a denial: what is missing).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// The policies that decided.
+    #[serde(default)]
+    pub determining_policies: Vec<String>,
+}
+
+/// The broker's problem document with the optional `reasons` of a denial.
+#[derive(Debug, Deserialize)]
+struct ProblemWithReasons {
+    #[serde(flatten)]
+    problem: Problem,
+    #[serde(default)]
+    reasons: Vec<String>,
+}
+
+/// A client for one broker.
+#[derive(Debug, Clone)]
+pub struct BrokerClient {
+    base: Url,
+    http: reqwest::Client,
+}
+
+impl BrokerClient {
+    /// A client for `server` (an `https://` URL; `http://` only for loopback), trusting
+    /// `ca_cert` in addition to the system's roots.
+    pub fn new(server: &str, ca_cert: Option<&Path>) -> Result<Self, ClientError> {
+        let base = parse_server_url(server)?;
+        let http = http_client(ca_cert)?;
+        Ok(Self { base, http })
+    }
+
+    /// The server URL, normalised (no trailing slash).
+    pub fn url(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// `GET /.well-known/latchkey`.
+    pub async fn well_known(&self) -> Result<WellKnown, ClientError> {
+        self.send(self.http.get(self.endpoint("/.well-known/latchkey")?), None)
+            .await
+    }
+
+    /// `GET /v1/whoami`.
+    pub async fn whoami(&self, token: &str) -> Result<WhoAmI, ClientError> {
+        let req = self
+            .http
+            .get(self.endpoint("/v1/whoami")?)
+            .bearer_auth(token);
+        self.send(req, None).await
+    }
+
+    /// `GET /v1/roles`.
+    pub async fn roles(&self, token: &str) -> Result<RolesResponse, ClientError> {
+        let req = self
+            .http
+            .get(self.endpoint("/v1/roles")?)
+            .bearer_auth(token);
+        self.send(req, None).await
+    }
+
+    /// `POST /v1/credentials`.
+    pub async fn credentials(
+        &self,
+        token: &str,
+        body: &CredentialsRequest,
+    ) -> Result<CredentialsResponse, ClientError> {
+        let req = self
+            .http
+            .post(self.endpoint("/v1/credentials")?)
+            .bearer_auth(token)
+            .json(body);
+        self.send(req, Some(&body.role)).await
+    }
+
+    fn endpoint(&self, path: &str) -> Result<Url, ClientError> {
+        self.base
+            .join(path)
+            .map_err(|e| ClientError::Other(format!("bad server URL: {e}")))
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        role: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let resp = req
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.url(), &e))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&self.url(), &e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Other(format!(
+                    "the server sent an answer this CLI cannot read: {e}"
+                ))
+            });
+        }
+        Err(problem_error(status.as_u16(), &bytes, role))
+    }
+}
+
+/// A reqwest client with latchkey's policy: no redirects, timeouts, optional extra CA.
+pub fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, ClientError> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("latchkey-cli/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|e| {
+            ClientError::Other(format!(
+                "cannot read the CA certificate `{}`: {e}",
+                path.display()
+            ))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+            ClientError::Other(format!("`{}` holds no PEM certificate", path.display()))
+        })?;
+        b = b.tls_certs_merge(certs);
+    }
+    b.build()
+        .map_err(|e| ClientError::Other(format!("cannot set up HTTPS: {e}")))
+}
+
+/// Parses a server URL; plain `http` only for loopback hosts.
+pub fn parse_server_url(server: &str) -> Result<Url, ClientError> {
+    let url = Url::parse(server.trim_end_matches('/'))
+        .map_err(|e| ClientError::Other(format!("`{}` is not a URL: {e}", sanitize(server))))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(ClientError::Other(format!(
+            "`{}` must be an https:// URL",
+            sanitize(server)
+        ))),
+    }
+}
+
+/// Maps a failed request to what a person needs to know.
+pub fn transport_error(url: &str, e: &reqwest::Error) -> ClientError {
+    if is_untrusted_certificate(e) {
+        return ClientError::Untrusted(url.to_owned());
+    }
+    let why = if e.is_timeout() {
+        "the request timed out".to_owned()
+    } else if e.is_connect() {
+        innermost(e)
+    } else {
+        e.to_string()
+    };
+    ClientError::Unreachable {
+        url: url.to_owned(),
+        why: sanitize(&why),
+    }
+}
+
+fn is_untrusted_certificate(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
+}
+
+fn problem_error(status: u16, body: &[u8], role: Option<&str>) -> ClientError {
+    let Ok(p) = serde_json::from_slice::<ProblemWithReasons>(body) else {
+        return ClientError::Server {
+            status,
+            code: "unknown".into(),
+            detail: None,
+            request_id: None,
+        };
+    };
+    let detail = p.problem.detail.as_deref().map(sanitize);
+    let code = sanitize(&p.problem.code);
+    match (status, code.as_str()) {
+        (403, _) => ClientError::Denied {
+            role: role.map(str::to_owned),
+            reasons: p.reasons.iter().map(|r| sanitize(r)).collect(),
+            detail,
+        },
+        (401, "token_expired") => ClientError::LoginNeeded("your login has expired".into()),
+        (401, _) => {
+            ClientError::LoginNeeded(format!("the server did not accept your login ({code})"))
+        }
+        _ => ClientError::Server {
+            status,
+            code,
+            detail,
+            request_id: p.problem.request_id.as_deref().map(sanitize),
+        },
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_except_loopback() {
+        assert!(parse_server_url("https://latchkey.example.com").is_ok());
+        assert!(parse_server_url("http://127.0.0.1:8443").is_ok());
+        assert!(parse_server_url("http://localhost:8443/").is_ok());
+        assert!(parse_server_url("http://latchkey.example.com").is_err());
+        assert!(parse_server_url("file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn problems_become_person_sized_errors() {
+        let denied = br#"{"type":"urn:latchkey:problem:denied","title":"Denied","status":403,
+            "code":"denied","detail":"no","reasons":["needs group `sre`\u001b[2J"]}"#;
+        let e = problem_error(403, denied, Some("admin"));
+        assert_eq!(
+            e.to_string(),
+            "access to `admin` denied: needs group `sre`[2J"
+        );
+        assert_eq!(e.exit_code(), 3);
+
+        let expired = br#"{"type":"x","title":"x","status":401,"code":"token_expired"}"#;
+        let e = problem_error(401, expired, None);
+        assert_eq!(
+            e.to_string(),
+            "your login has expired; run `latchkey login`"
+        );
+        assert_eq!(e.exit_code(), 4);
+
+        let sts = br#"{"type":"x","title":"x","status":503,"code":"sts_unavailable",
+            "detail":"AWS STS did not answer","request_id":"r-1"}"#;
+        assert_eq!(
+            problem_error(503, sts, None).to_string(),
+            "the server answered 503 `sts_unavailable`: AWS STS did not answer (request id r-1)"
+        );
+    }
+}
