@@ -3,9 +3,14 @@
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 denied, 4 login needed, 64 bad configuration.
 
 mod audit;
+mod client;
 mod config;
+mod configure;
+mod credentials;
 mod dev;
+mod login;
 mod server;
+mod whoami;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,19 +36,48 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(config::ConfigCmd),
+    /// Write one AWS profile per role you may assume into the AWS config file.
+    Configure(configure::ConfigureArgs),
+    /// Print temporary AWS credentials for a role as `credential_process` JSON.
+    Credentials(credentials::RoleArgs),
     /// The local development sandbox (loopback only; never for production).
     Dev(dev::DevArgs),
+    /// Print shell lines that export temporary AWS credentials for a role.
+    Env(credentials::EnvArgs),
+    /// Run a command with temporary AWS credentials for a role in its environment.
+    Exec(credentials::ExecArgs),
+    /// Log in with your identity provider.
+    Login(login::LoginArgs),
+    /// Remove the stored login and cached credentials.
+    Logout(login::LogoutArgs),
+    /// List the roles and whether you may assume each, and why.
+    Roles(whoami::RolesArgs),
     /// Run the broker.
     Server {
         /// The configuration file.
         #[arg(long, env = "LATCHKEY_CONFIG")]
         config: PathBuf,
     },
+    /// Show who the server thinks you are.
+    Whoami(whoami::WhoamiArgs),
 }
 
 /// Parses the command line, runs it and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The engineer's commands run without the server's multi-threaded runtime; `credentials`
+    // on a cache hit starts no runtime at all.
+    let command = match cli.command {
+        Command::Configure(args) => return configure::run(args),
+        Command::Credentials(args) => return credentials::run_credentials(args),
+        Command::Env(args) => return credentials::run_env(args),
+        Command::Exec(args) => return credentials::run_exec(args),
+        Command::Login(args) => return login::run_login(args),
+        Command::Logout(args) => return login::run_logout(args),
+        Command::Roles(args) => return whoami::run_roles(args),
+        Command::Whoami(args) => return whoami::run_whoami(args),
+        other => other,
+    };
     // One crypto provider for the process; a dependency that pulled in another would otherwise
     // turn into a panic at the first TLS connection.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -58,11 +92,19 @@ pub fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Config(cmd) => config::run(cmd),
             Command::Dev(args) => dev::run(args).await,
             Command::Server { config } => server::run(&config).await,
+            Command::Configure(_)
+            | Command::Credentials(_)
+            | Command::Env(_)
+            | Command::Exec(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+            | Command::Roles(_)
+            | Command::Whoami(_) => ExitCode::from(2),
         }
     })
 }

@@ -1,0 +1,154 @@
+//! `latchkey configure`: one AWS profile per role the user may assume, in a managed block of
+//! the AWS config file, each using `latchkey credentials` as its `credential_process`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::client::{ClientArgs, block_on, fail, now};
+use crate::client::aws_config::{self, Profile};
+use crate::client::broker::BrokerClient;
+use crate::client::{ClientError, sanitize, session};
+
+#[derive(Debug, Args)]
+pub(super) struct ConfigureArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Prefix of the profile names.
+    #[arg(long, default_value = "latchkey-")]
+    prefix: String,
+    /// The region to set in each profile.
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+}
+
+pub(super) fn run(args: ConfigureArgs) -> ExitCode {
+    match configure(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn configure(args: &ConfigureArgs) -> Result<(), ClientError> {
+    if !aws_config::is_safe_name(&args.prefix) {
+        return Err(ClientError::Other(format!(
+            "the prefix `{}` may only hold letters, digits, `-`, `_` and `.`",
+            sanitize(&args.prefix)
+        )));
+    }
+    if let Some(r) = &args.region
+        && !aws_config::is_safe_name(r)
+    {
+        return Err(ClientError::Other(format!(
+            "`{}` is not a region",
+            sanitize(r)
+        )));
+    }
+    let roles = block_on(async {
+        let settings = args.client.settings();
+        let login =
+            session::fresh_token(&crate::client::files::config_dir()?, &settings, now).await?;
+        let broker = BrokerClient::new(&login.server, login.ca_cert(&settings))?;
+        broker.roles(&login.id_token).await
+    })?
+    .roles;
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| ClientError::Other(format!("cannot find the latchkey binary: {e}")))?;
+    let mut profiles = Vec::new();
+    for role in roles.iter().filter(|r| r.status == "allowed") {
+        // SECURITY: a role name goes into an INI header and a command line; anything but a
+        // plain name is skipped rather than escaped.
+        if !aws_config::is_safe_name(&role.name) {
+            eprintln!(
+                "latchkey: skipping role `{}`: unusual name",
+                sanitize(&role.name)
+            );
+            continue;
+        }
+        profiles.push(Profile {
+            name: format!("{}{}", args.prefix, role.name),
+            credential_process: format!(
+                "{} credentials --role {}",
+                aws_config::quote_path(&exe),
+                role.name
+            ),
+            region: args.region.clone(),
+        });
+    }
+    let path = config_path()?;
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(file_error(&path, &e)),
+    };
+    let updated = aws_config::apply(&existing, &aws_config::block(&profiles))
+        .map_err(|e| ClientError::Other(format!("`{}`: {e}", path.display())))?;
+    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    if updated == existing {
+        println!("{} is up to date: {}", path.display(), names.join(", "));
+        return Ok(());
+    }
+    write_config(&path, updated.as_bytes())?;
+    println!(
+        "wrote {} profile(s) to {}: {}",
+        names.len(),
+        path.display(),
+        names.join(", ")
+    );
+    Ok(())
+}
+
+/// `AWS_CONFIG_FILE`, else `~/.aws/config`; a symlink (a dotfiles manager's) is resolved so
+/// the real file is updated rather than replaced.
+fn config_path() -> Result<PathBuf, ClientError> {
+    let path = match std::env::var_os("AWS_CONFIG_FILE") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("HOME")
+            .map(|h| Path::new(&h).join(".aws").join("config"))
+            .ok_or_else(|| {
+                ClientError::Other("cannot find the home directory: set `HOME`".into())
+            })?,
+    };
+    match std::fs::canonicalize(&path) {
+        Ok(real) => Ok(real),
+        Err(_) => Ok(std::path::absolute(&path).unwrap_or(path)),
+    }
+}
+
+/// Replaces `path` atomically, keeping its mode (0600 for a new file).
+fn write_config(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let dir = path
+        .parent()
+        .ok_or_else(|| ClientError::Other(format!("`{}` has no directory", path.display())))?;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| file_error(dir, &e))?;
+    }
+    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o777);
+    let tmp = dir.join(format!(".latchkey-configure.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| file_error(path, &e))
+}
+
+fn file_error(path: &Path, e: &std::io::Error) -> ClientError {
+    ClientError::Other(format!("`{}`: {e}", path.display()))
+}

@@ -1,0 +1,238 @@
+//! `latchkey credentials`, `latchkey exec` and `latchkey env`: temporary AWS credentials for a
+//! role, from the cache when they have more than five minutes left, else from the broker.
+//!
+//! `credentials` is what the AWS CLI, the SDKs and Terraform run as `credential_process`: its
+//! stdout is exactly the credential_process JSON, it never prompts, and when a login is needed
+//! it exits 4 with one line on stderr. The cache-hit path reads two small files and prints; it
+//! starts no async runtime, sets up no TLS and touches no network.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use super::client::{ClientArgs, block_on, fail, now};
+use crate::client::broker::{BrokerClient, CredentialsRequest};
+use crate::client::cache::{self, CacheKey, Entry};
+use crate::client::{ClientError, Settings, files, session};
+
+#[derive(Debug, Args)]
+pub(super) struct RoleArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The role (as `latchkey roles` lists it).
+    #[arg(long)]
+    role: String,
+    /// How long the credentials should last: seconds, or with a unit (`900s`, `15m`, `1h`).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<u32>,
+    /// Why you need the access (recorded in the audit log).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ExecArgs {
+    #[command(flatten)]
+    role: RoleArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct EnvArgs {
+    #[command(flatten)]
+    role: RoleArgs,
+    /// The shell syntax of the export lines.
+    #[arg(long, value_enum, default_value_t = Shell::Sh)]
+    shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Shell {
+    Fish,
+    Sh,
+}
+
+/// The AWS `credential_process` output, version 1.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProcessOutput<'a> {
+    version: u8,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    session_token: &'a str,
+    expiration: &'a str,
+}
+
+pub(super) fn run_credentials(args: RoleArgs) -> ExitCode {
+    let entry = match obtain(&args) {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
+    let c = &entry.credentials;
+    let out = ProcessOutput {
+        version: 1,
+        access_key_id: &c.access_key_id,
+        secret_access_key: &c.secret_access_key,
+        session_token: &c.session_token,
+        expiration: &c.expiration,
+    };
+    match serde_json::to_string(&out) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&ClientError::Other(e.to_string())),
+    }
+}
+
+pub(super) fn run_exec(args: ExecArgs) -> ExitCode {
+    let entry = match obtain(&args.role) {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
+    let Some((program, rest)) = args.command.split_first() else {
+        return ExitCode::from(2);
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest);
+    for (name, value) in env_vars(&entry) {
+        cmd.env(name, value);
+    }
+    // A profile would make the AWS tools ignore the variables set here.
+    cmd.env_remove("AWS_PROFILE")
+        .env_remove("AWS_DEFAULT_PROFILE");
+    match cmd.status() {
+        Ok(status) => ExitCode::from(exit_byte(status)),
+        Err(e) => fail(&ClientError::Other(format!(
+            "cannot run `{}`: {e}",
+            program.to_string_lossy()
+        ))),
+    }
+}
+
+pub(super) fn run_env(args: EnvArgs) -> ExitCode {
+    let entry = match obtain(&args.role) {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
+    for (name, value) in env_vars(&entry) {
+        match args.shell {
+            Shell::Sh => println!("export {name}={}", sh_quote(&value)),
+            Shell::Fish => println!("set -gx {name} {}", sh_quote(&value)),
+        }
+    }
+    match args.shell {
+        Shell::Sh => println!("unset AWS_PROFILE"),
+        Shell::Fish => println!("set -e AWS_PROFILE"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The credentials for `args`: from the cache, else from the broker (filling the cache).
+fn obtain(args: &RoleArgs) -> Result<Entry, ClientError> {
+    let settings = args.client.settings();
+    let config_dir = files::config_dir()?;
+    let cache_dir = files::cache_dir()?;
+    let login = session::require(&config_dir, &settings)?;
+    let principal = login.principal();
+    let key = CacheKey {
+        server: &login.server,
+        principal: &principal,
+        role: &args.role,
+        duration_seconds: args.duration,
+    };
+    // The fast path: no runtime, no TLS, no network.
+    if let Some(entry) = cache::read_fresh(&cache_dir, &key, now())? {
+        return Ok(entry);
+    }
+    let _lock = cache::lock(&cache_dir, &key)?;
+    // Whoever held the lock before us may have filled the cache.
+    if let Some(entry) = cache::read_fresh(&cache_dir, &key, now())? {
+        return Ok(entry);
+    }
+    let credentials = block_on(fetch(&config_dir, &settings, args))?;
+    cache::store(&cache_dir, &key, credentials)
+}
+
+async fn fetch(
+    config_dir: &std::path::Path,
+    settings: &Settings,
+    args: &RoleArgs,
+) -> Result<crate::client::broker::CredentialsResponse, ClientError> {
+    let login = session::fresh_token(config_dir, settings, now).await?;
+    let broker = BrokerClient::new(&login.server, login.ca_cert(settings))?;
+    let request = CredentialsRequest {
+        role: args.role.clone(),
+        duration_seconds: args.duration,
+        reason: args.reason.clone(),
+    };
+    broker.credentials(&login.id_token, &request).await
+}
+
+fn env_vars(entry: &Entry) -> [(&'static str, String); 4] {
+    let c = &entry.credentials;
+    [
+        ("AWS_ACCESS_KEY_ID", c.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", c.secret_access_key.clone()),
+        ("AWS_SESSION_TOKEN", c.session_token.clone()),
+        ("AWS_CREDENTIAL_EXPIRATION", c.expiration.clone()),
+    ]
+}
+
+/// Single-quotes `value` for sh and fish.
+fn sh_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// The exit status to pass through: the child's code, or 128 + the signal that killed it.
+fn exit_byte(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt as _;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    u8::try_from(code & 0xff).unwrap_or(1)
+}
+
+/// `900`, `900s`, `15m`, `1h` → seconds.
+fn parse_duration(text: &str) -> Result<u32, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u32 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 900, 15m or 1h"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("`{text}` is not a duration such as 900, 15m or 1h")),
+    };
+    n.checked_mul(factor)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("`{text}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("900"), Ok(900));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-5").is_err());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("a'b"), "'a'\\''b'");
+    }
+}
