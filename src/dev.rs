@@ -3,20 +3,32 @@
 //! [`DevIssuer`] is a minimal OpenID issuer (discovery and JWKS, ES256) whose tokens are minted
 //! locally for the demo users of `policies/dev-users.toml`; `latchkey dev` serves it on a
 //! loopback port and trusts it like any other issuer, so the broker's real verification path is
-//! what the sandbox exercises. [`ensure_tls`] makes a throwaway CA and a server certificate for
+//! what the sandbox exercises. With [`DevIssuer::router_with_login`] it also answers the CLI's
+//! `latchkey login --device`: the device authorization is approved at once for the one demo user
+//! named on the command line, and the token endpoint serves the device-code and refresh-token
+//! grants (refresh tokens are random, kept in memory, and rotate on use). There is no password:
+//! anyone who can reach the loopback port gets that user's tokens, which is why it is loopback
+//! only and development only. [`ensure_tls`] makes a throwaway CA and a server certificate for
 //! 127.0.0.1 and localhost.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use axum::Json;
 use axum::Router;
-use axum::routing::get;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use crate::clock::SharedClock;
 
 /// The client id the sandbox's CLI logs in with.
 pub const DEV_CLIENT_ID: &str = "latchkey-cli";
@@ -175,13 +187,56 @@ impl DevIssuer {
 
     /// Discovery and JWKS.
     pub fn router(&self) -> Router {
-        let discovery = json!({
+        self.routes(false)
+    }
+
+    /// Discovery, JWKS, and the CLI's device login, approved at once for `user`.
+    pub fn router_with_login(self: Arc<Self>, user: DevUser, clock: SharedClock) -> Router {
+        let state = Arc::new(LoginState {
+            issuer: Arc::clone(&self),
+            user,
+            clock,
+            device_codes: Mutex::new(HashMap::new()),
+            refresh_tokens: Mutex::new(HashMap::new()),
+        });
+        let login = Router::new()
+            .route("/device", post(device_authorization).get(device_page))
+            .route("/token", post(token))
+            .route("/authorize", get(authorize))
+            .with_state(state);
+        self.routes(true).merge(login)
+    }
+
+    fn routes(&self, login: bool) -> Router {
+        let mut discovery = json!({
             "issuer": self.issuer,
             "jwks_uri": format!("{}/jwks", self.issuer),
             "id_token_signing_alg_values_supported": ["ES256"],
             "subject_types_supported": ["public"],
             "response_types_supported": ["id_token"],
         });
+        if login && let Some(d) = discovery.as_object_mut() {
+            let url = |path: &str| json!(format!("{}{path}", self.issuer));
+            d.insert("authorization_endpoint".into(), url("/authorize"));
+            d.insert("device_authorization_endpoint".into(), url("/device"));
+            d.insert("token_endpoint".into(), url("/token"));
+            d.insert("response_types_supported".into(), json!(["code"]));
+            d.insert(
+                "grant_types_supported".into(),
+                json!([
+                    "urn:ietf:params:oauth:grant-type:device_code",
+                    "refresh_token"
+                ]),
+            );
+            d.insert(
+                "token_endpoint_auth_methods_supported".into(),
+                json!(["none"]),
+            );
+            d.insert(
+                "scopes_supported".into(),
+                json!(["openid", "email", "groups", "department", "offline_access"]),
+            );
+        }
         let jwks = json!({ "keys": [self.jwk] });
         Router::new()
             .route(
@@ -218,6 +273,144 @@ impl DevIssuer {
         jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| DevError::Keys(e.to_string()))
     }
 }
+
+// === the development login (device flow, approved at once) ===
+
+struct LoginState {
+    issuer: Arc<DevIssuer>,
+    user: DevUser,
+    clock: SharedClock,
+    /// Device codes handed out and not yet redeemed, with their expiry.
+    device_codes: Mutex<HashMap<String, i64>>,
+    /// Live refresh tokens and their expiry; each is removed when used (rotation).
+    refresh_tokens: Mutex<HashMap<String, i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeviceRequest {
+    client_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    grant_type: String,
+    client_id: String,
+    device_code: Option<String>,
+    refresh_token: Option<String>,
+}
+
+async fn device_authorization(
+    State(s): State<Arc<LoginState>>,
+    Form(req): Form<DeviceRequest>,
+) -> Response {
+    if req.client_id != DEV_CLIENT_ID {
+        return oauth_error("invalid_client", "unknown client");
+    }
+    let Some(code) = random_token() else {
+        return server_error();
+    };
+    let expires_at = s.clock.unix() + DEVICE_CODE_TTL_SECS;
+    lock(&s.device_codes).insert(code.clone(), expires_at);
+    Json(json!({
+        "device_code": code,
+        "user_code": "DEV-APPROVED",
+        "verification_uri": format!("{}/device", s.issuer.issuer),
+        "expires_in": DEVICE_CODE_TTL_SECS,
+        "interval": 1,
+    }))
+    .into_response()
+}
+
+async fn device_page(State(s): State<Arc<LoginState>>) -> String {
+    format!(
+        "latchkey DEVELOPMENT issuer: device logins are approved automatically for `{}`; \
+         nothing to do here.\n",
+        s.user.name
+    )
+}
+
+async fn authorize() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "the latchkey development issuer only supports `latchkey login --device`\n",
+    )
+        .into_response()
+}
+
+async fn token(State(s): State<Arc<LoginState>>, Form(req): Form<TokenRequest>) -> Response {
+    if req.client_id != DEV_CLIENT_ID {
+        return oauth_error("invalid_client", "unknown client");
+    }
+    let now = s.clock.unix();
+    let granted = match req.grant_type.as_str() {
+        "urn:ietf:params:oauth:grant-type:device_code" => req
+            .device_code
+            .and_then(|c| lock(&s.device_codes).remove(&c))
+            .is_some_and(|exp| exp > now),
+        "refresh_token" => req
+            .refresh_token
+            .and_then(|t| lock(&s.refresh_tokens).remove(&t))
+            .is_some_and(|exp| exp > now),
+        _ => return oauth_error("unsupported_grant_type", "unsupported grant type"),
+    };
+    if !granted {
+        return oauth_error("invalid_grant", "unknown, used or expired code or token");
+    }
+    let id_token = match s.issuer.mint(&s.user, now, DEV_ID_TOKEN_TTL_SECS) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "the development issuer cannot sign");
+            return server_error();
+        }
+    };
+    let (Some(refresh), Some(access)) = (random_token(), random_token()) else {
+        return server_error();
+    };
+    lock(&s.refresh_tokens).insert(refresh.clone(), now + DEV_REFRESH_TTL_SECS);
+    Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": DEV_ID_TOKEN_TTL_SECS,
+        "id_token": id_token,
+        "refresh_token": refresh,
+        "scope": "openid email groups department offline_access",
+    }))
+    .into_response()
+}
+
+fn oauth_error(error: &str, description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn server_error() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "development issuer failure",
+    )
+        .into_response()
+}
+
+/// 256 random bits, or `None` if the system's random source fails (never a weak token).
+fn random_token() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// How long a development device code may wait to be redeemed.
+const DEVICE_CODE_TTL_SECS: i64 = 600;
+/// Lifetime of the development issuer's ID tokens.
+pub const DEV_ID_TOKEN_TTL_SECS: i64 = 3600;
+/// Lifetime of its refresh tokens.
+const DEV_REFRESH_TTL_SECS: i64 = 8 * 3600;
 
 /// Refuses any address that is not loopback.
 pub fn require_loopback(addr: SocketAddr) -> Result<(), DevError> {

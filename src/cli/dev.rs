@@ -51,6 +51,10 @@ struct RunArgs {
     /// The policy directory.
     #[arg(long, default_value = "policies")]
     policy_dir: PathBuf,
+    /// The demo user that `latchkey login --device` against this sandbox logs in as, without a
+    /// password (development only).
+    #[arg(long, default_value = "alice")]
+    user: String,
 }
 
 #[derive(Debug, Args)]
@@ -104,12 +108,17 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let dir = dir.canonicalize()?;
     let users = load_users(&args.common.users)?;
     let tls = ensure_tls(&dir)?;
+    let login_user = users
+        .iter()
+        .find(|u| u.name == args.user)
+        .cloned()
+        .ok_or_else(|| crate::dev::DevError::UnknownUser(args.user.clone()))?;
     let issuer_url = format!("http://{}", args.issuer_listen);
-    let issuer = DevIssuer::open(&dir, issuer_url.clone())?;
+    let issuer = Arc::new(DevIssuer::open(&dir, issuer_url.clone())?);
     std::fs::write(dir.join("issuer-url"), &issuer_url)?;
 
     let issuer_listener = tokio::net::TcpListener::bind(args.issuer_listen).await?;
-    let issuer_app = issuer.router();
+    let issuer_app = Arc::clone(&issuer).router_with_login(login_user, Arc::new(SystemClock));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(issuer_listener, issuer_app).await {
             tracing::error!(error = %e, "the development issuer stopped");
@@ -168,15 +177,20 @@ fn banner(args: &RunArgs, dir: &Path, ca: &Path, users: &[crate::dev::DevUser]) 
          \x20 state:        {dir}\n\
          \x20 CA to trust:  {ca}\n\
          \x20 demo users:   {users}\n\
+         \x20 device login: approved automatically, no password, as `{user}`\n\
          \n\
          Try, in another shell:\n\
-         \x20 TOKEN=$(latchkey dev token alice --state-dir {dir})\n\
-         \x20 curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" https://{listen}/v1/whoami\n",
+         \x20 latchkey login --device --server https://{listen} --ca-cert {ca}\n\
+         \x20 latchkey whoami\n\
+         \x20 latchkey roles\n\
+         \x20 latchkey configure\n\
+         \x20 latchkey credentials --role readonly\n",
         listen = args.listen,
         issuer = args.issuer_listen,
         dir = dir.display(),
         ca = ca.display(),
         users = names.join(", "),
+        user = args.user,
     );
 }
 
