@@ -16,6 +16,8 @@ mod idp_smoke;
 
 #[path = "integration/bad_tokens.rs"]
 mod bad_tokens;
+#[path = "integration/cli.rs"]
+mod cli;
 #[path = "integration/identity.rs"]
 mod identity;
 #[path = "integration/sandbox.rs"]

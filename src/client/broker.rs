@@ -256,13 +256,23 @@ pub fn transport_error(url: &str, e: &reqwest::Error) -> ClientError {
 fn is_untrusted_certificate(e: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+        // An io::Error hides the error it wraps from `source()`; look inside.
+        let inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map_or(s, |i| i as &(dyn std::error::Error + 'static));
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
             return matches!(
                 tls,
                 rustls::Error::InvalidCertificate(_)
                     | rustls::Error::NoCertificatesPresented
                     | rustls::Error::UnsupportedNameType
             );
+        }
+        // Some layers carry the TLS failure only as text.
+        let text = s.to_string();
+        if text.starts_with("invalid peer certificate") || text == "peer sent no certificates" {
+            return true;
         }
         source = s.source();
     }

@@ -718,3 +718,28 @@ fn unescape(value: &str) -> String {
         .replace("&gt;", ">")
         .replace("&amp;", "&")
 }
+
+// -------------------------------------------------------------------------------------------------
+// Playing the browser for a client under test (the latchkey CLI), which owns the flow itself.
+
+/// Logs in as `user` on the IdP's pages starting at `authorization_url` (as printed by a client)
+/// and returns the final redirect to `redirect_prefix` (not followed: the test delivers it).
+pub async fn browse_code_flow(authorization_url: &str, user: &str, redirect_prefix: &str) -> Url {
+    let start = Url::parse(authorization_url).expect("authorization URL");
+    match Browser::new(user, None)
+        .run(start, Some(redirect_prefix))
+        .await
+    {
+        BrowserEnd::Redirected(url) => url,
+        BrowserEnd::DeviceSuccess => panic!("code flow ended on the device success page"),
+    }
+}
+
+/// Approves `user_code` as `user` on the IdP's device page at `verification_uri`.
+pub async fn browse_device_flow(verification_uri: &str, user: &str, user_code: &str) {
+    let page = Url::parse(verification_uri).expect("verification_uri");
+    match Browser::new(user, Some(user_code)).run(page, None).await {
+        BrowserEnd::DeviceSuccess => {}
+        BrowserEnd::Redirected(url) => panic!("device approval ended at {url}"),
+    }
+}

@@ -1,0 +1,382 @@
+//! The engineer's CLI, run as the real `latchkey` binary with its home, config, cache and AWS
+//! config in a temporary directory: logging in through the real IdP (both flows, the test plays
+//! the browser), whoami, silent refresh, private files, and the exit codes scripts rely on.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use url::Url;
+
+use crate::harness::broker::{BrokerOptions, TestBroker};
+use crate::harness::idp::{self, Idp, browse_code_flow, browse_device_flow};
+
+/// A user's machine: a home directory with the XDG and AWS paths inside it.
+pub struct Home {
+    dir: TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.path().join("config/latchkey")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path().join("cache/latchkey")
+    }
+
+    pub fn aws_config(&self) -> PathBuf {
+        self.path().join("aws-config")
+    }
+
+    /// `latchkey ARGS` with this home and nothing inherited that could change its behaviour.
+    pub fn cmd(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("XDG_CONFIG_HOME", self.path().join("config"))
+            .env("XDG_CACHE_HOME", self.path().join("cache"))
+            .env("AWS_CONFIG_FILE", self.aws_config())
+            .env(latchkey::client::login::TEST_DEVICE_POLL_ENV, "100")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Output {
+        tokio::time::timeout(Duration::from_secs(60), self.cmd(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("`latchkey {}` did not finish", args.join(" ")))
+            .unwrap()
+    }
+
+    /// `latchkey login --no-browser`, playing the browser as `user` through the IdP's pages.
+    pub async fn login_code_flow(&self, broker: &TestBroker, user: &str) -> Output {
+        let ca = broker.dir.path().join("ca.pem");
+        let mut child = self
+            .cmd(&["login", "--no-browser", "--server", &broker.url])
+            .arg("--ca-cert")
+            .arg(&ca)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("the CLI prints the authorization URL")
+                .unwrap()
+                .expect("stdout ended before the URL");
+            if line.starts_with("http") {
+                break line;
+            }
+        };
+        let redirect_uri = Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "redirect_uri")
+            .map(|(_, v)| v.into_owned())
+            .expect("redirect_uri in the authorization URL");
+        assert!(
+            redirect_uri.starts_with("http://127.0.0.1:") && redirect_uri.ends_with("/callback"),
+            "{redirect_uri}"
+        );
+        let callback = browse_code_flow(&url, user, &redirect_uri).await;
+        let page = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(callback.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        // Exactly one callback: the listener is gone now.
+        assert!(
+            reqwest::Client::new().get(callback).send().await.is_err(),
+            "a second callback must find nothing listening"
+        );
+        let mut out = wait(child).await;
+        out.stdout.splice(0..0, format!("{url}\n").into_bytes());
+        out
+    }
+
+    /// `latchkey login --device`, approving the printed code as `user` on the IdP's page.
+    pub async fn login_device_flow(&self, server: &str, ca: &Path, user: &str) -> Output {
+        let mut child = self
+            .cmd(&["login", "--device", "--server", server])
+            .arg("--ca-cert")
+            .arg(ca)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the CLI prints the user code")
+            .unwrap()
+            .expect("stdout ended before the user code");
+        let (uri, code) = line
+            .strip_prefix("To log in, open ")
+            .and_then(|rest| rest.split_once(" and enter the code: "))
+            .unwrap_or_else(|| panic!("unexpected device prompt: {line}"));
+        if user != "-" {
+            browse_device_flow(uri, user, code).await;
+        }
+        wait(child).await
+    }
+
+    pub fn login_json(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.config_dir().join("login.json")).unwrap())
+            .unwrap()
+    }
+
+    pub fn write_login_json(&self, v: &Value) {
+        let path = self.config_dir().join("login.json");
+        std::fs::write(&path, serde_json::to_vec(v).unwrap()).unwrap();
+    }
+}
+
+async fn wait(child: tokio::process::Child) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the CLI finished")
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// A broker trusting the shared IdP.
+pub async fn broker(idp: &Idp) -> TestBroker {
+    TestBroker::start(BrokerOptions::issuer(idp.issuer())).await
+}
+
+#[tokio::test]
+async fn code_flow_login_stores_private_tokens_and_whoami_works() {
+    let idp = idp::shared().await;
+    let broker = broker(idp).await;
+    let home = Home::new();
+
+    let login = home.login_code_flow(&broker, "alice").await;
+    assert!(login.status.success(), "login failed: {}", stderr(&login));
+    let url = Url::parse(stdout(&login).lines().next().unwrap()).unwrap();
+    let q = |k: &str| {
+        url.query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    assert_eq!(q("code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(q("prompt").as_deref(), Some("consent"));
+    assert!(q("state").is_some() && q("nonce").is_some());
+    assert!(q("scope").unwrap().contains("offline_access"));
+
+    assert_eq!(mode(&home.config_dir()), 0o700);
+    assert_eq!(mode(&home.config_dir().join("login.json")), 0o600);
+    let stored = home.login_json();
+    assert_eq!(stored["subject"], "alice");
+    assert_eq!(stored["issuer"], idp.issuer().as_str());
+    assert!(stored["refresh_token"].is_string());
+
+    let whoami = home.run(&["whoami"]).await;
+    assert!(whoami.status.success(), "{}", stderr(&whoami));
+    let text = stdout(&whoami);
+    assert!(text.contains(&format!("{}#alice", idp.issuer())), "{text}");
+    assert!(text.contains("engineering"), "{text}");
+    let secret = stored["id_token"].as_str().unwrap();
+    assert!(!text.contains(secret) && !stderr(&whoami).contains(secret));
+
+    let logout = home.run(&["logout"]).await;
+    assert!(logout.status.success());
+    assert!(!home.config_dir().join("login.json").exists());
+    let after = home.run(&["whoami"]).await;
+    assert_eq!(after.status.code(), Some(4));
+}
+
+#[tokio::test]
+async fn device_flow_login_then_whoami() {
+    let idp = idp::shared().await;
+    let broker = broker(idp).await;
+    let home = Home::new();
+    let login = home
+        .login_device_flow(&broker.url, &broker.dir.path().join("ca.pem"), "carol")
+        .await;
+    assert!(login.status.success(), "login failed: {}", stderr(&login));
+    assert_eq!(home.login_json()["subject"], "carol");
+    let whoami = home.run(&["whoami"]).await;
+    assert!(whoami.status.success(), "{}", stderr(&whoami));
+    assert!(stdout(&whoami).contains("#carol"), "{}", stdout(&whoami));
+}
+
+#[tokio::test]
+async fn an_expired_id_token_is_refreshed_silently_and_the_refresh_token_rotates() {
+    let idp = idp::shared().await;
+    let broker = broker(idp).await;
+    let home = Home::new();
+    assert!(home.login_code_flow(&broker, "bob").await.status.success());
+    let mut stored = home.login_json();
+    let old_refresh = stored["refresh_token"].clone();
+    // The stored token is (as far as the CLI knows) already expired.
+    stored["id_token_expires_at"] = 1_000_000_000.into();
+    home.write_login_json(&stored);
+
+    let whoami = home.run(&["whoami"]).await;
+    assert!(whoami.status.success(), "{}", stderr(&whoami));
+    assert!(stdout(&whoami).contains("#bob"));
+    let refreshed = home.login_json();
+    assert_ne!(
+        refreshed["refresh_token"], old_refresh,
+        "the rotated token is stored"
+    );
+    assert!(refreshed["id_token_expires_at"].as_i64().unwrap() > 1_000_000_000);
+    assert_eq!(mode(&home.config_dir().join("login.json")), 0o600);
+
+    // A refresh token the IdP no longer accepts: log in again, exit 4, one line.
+    let mut stale = refreshed.clone();
+    stale["id_token_expires_at"] = 1_000_000_000.into();
+    stale["refresh_token"] = old_refresh;
+    home.write_login_json(&stale);
+    let out = home.run(&["whoami"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "latchkey: your login has expired (the identity provider refused the refresh token); run `latchkey login`\n"
+    );
+}
+
+#[tokio::test]
+async fn not_logged_in_exits_4_with_one_line() {
+    let home = Home::new();
+    for args in [
+        &["credentials", "--role", "readonly"][..],
+        &["whoami"],
+        &["exec", "--role", "readonly", "--", "true"],
+    ] {
+        let out = home.run(args).await;
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            "latchkey: not logged in; run `latchkey login`\n"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let usage = home.run(&["credentials"]).await;
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn symlinked_or_open_token_and_cache_paths_are_refused() {
+    let idp = idp::shared().await;
+    let broker = broker(idp).await;
+    let home = Home::new();
+    assert!(
+        home.login_code_flow(&broker, "alice")
+            .await
+            .status
+            .success()
+    );
+    let login = home.config_dir().join("login.json");
+    let elsewhere = home.path().join("elsewhere.json");
+    std::fs::rename(&login, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &login).unwrap();
+    let out = home.run(&["whoami"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is a symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&login).unwrap();
+    std::fs::rename(&elsewhere, &login).unwrap();
+
+    std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = home.run(&["whoami"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("group or others"), "{}", stderr(&out));
+    std::fs::set_permissions(&login, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A cache directory planted as a symlink is never read or written through.
+    let planted = home.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir_all(home.path().join("cache")).unwrap();
+    std::os::unix::fs::symlink(&planted, home.cache_dir()).unwrap();
+    let out = home.run(&["credentials", "--role", "readonly"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("is a symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&planted).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_and_an_unreachable_server_are_named() {
+    let idp = idp::shared().await;
+    let broker = broker(idp).await;
+    let home = Home::new();
+    assert!(
+        home.login_code_flow(&broker, "alice")
+            .await
+            .status
+            .success()
+    );
+
+    let (other_ca, _, _) = latchkey::dev::make_tls().unwrap();
+    let other = home.path().join("other-ca.pem");
+    std::fs::write(&other, other_ca).unwrap();
+    let out = home
+        .run(&["whoami", "--ca-cert", other.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "latchkey: the TLS certificate of `{}` is not trusted; pass `--ca-cert FILE` or set `LATCHKEY_CA_CERT` to the CA that signed it\n",
+            broker.url
+        )
+    );
+
+    let ca = home.path().join("ca.pem");
+    std::fs::copy(broker.dir.path().join("ca.pem"), &ca).unwrap();
+    broker.stop().await;
+    let out = home
+        .run(&["whoami", "--ca-cert", ca.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("latchkey: cannot reach the latchkey server at `https://127.0.0.1:")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
