@@ -79,12 +79,30 @@ impl Engine {
         }
         let validation =
             Validator::new(schema.schema.clone()).validate(&all, ValidationMode::Strict);
-        for e in validation.validation_errors() {
-            let id = e.policy_id().to_string();
+        // Warnings count as errors: they flag policies that can never apply (a forbid that
+        // protects nothing) and confusable or bidirectional text in identifiers and strings.
+        let found = validation
+            .validation_errors()
+            .map(|e| {
+                (
+                    e.policy_id(),
+                    e.to_string(),
+                    e.help().map(|h| h.to_string()),
+                )
+            })
+            .chain(validation.validation_warnings().map(|w| {
+                (
+                    w.policy_id(),
+                    w.to_string(),
+                    w.help().map(|h| h.to_string()),
+                )
+            }));
+        for (id, text, help) in found {
+            let id = id.to_string();
             let location = locations.get(&id).map_or("(policies)", String::as_str);
-            let mut message = one_line(&e.to_string());
-            if let Some(help) = e.help() {
-                message.push_str(&format!(" ({})", one_line(&help.to_string())));
+            let mut message = one_line(&text);
+            if let Some(help) = help {
+                message.push_str(&format!(" ({})", one_line(&help)));
             }
             issues.push(issue(location, message));
             ok = false;
