@@ -30,7 +30,7 @@ pub(super) enum PolicyCmd {
     },
     /// Show the decision for one request, with the policies and reasons behind it; exit 0 on
     /// allow, 3 on deny.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
 }
 
 /// `latchkey policy explain`.
@@ -81,7 +81,7 @@ pub(super) fn run(cmd: PolicyCmd) -> ExitCode {
     let result = match cmd {
         PolicyCmd::Check { dir } => check(&dir),
         PolicyCmd::Test { dir } => test(&dir),
-        PolicyCmd::Explain(args) => explain(args),
+        PolicyCmd::Explain(args) => explain(*args),
     };
     match result {
         Ok(code) => code,

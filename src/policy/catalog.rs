@@ -295,9 +295,9 @@ impl fmt::Display for PolicyArn {
 /// Formats a duration the way the catalog writes it: `1h`, `90m`, `45s`.
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
-    if s > 0 && s % 3600 == 0 {
+    if s > 0 && s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s > 0 && s % 60 == 0 {
+    } else if s > 0 && s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
