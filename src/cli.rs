@@ -5,6 +5,7 @@
 mod audit;
 mod config;
 mod dev;
+mod policy;
 mod server;
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ enum Command {
     Config(config::ConfigCmd),
     /// The local development sandbox (loopback only; never for production).
     Dev(dev::DevArgs),
+    /// Policy tools: check, test, explain.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// Run the broker.
     Server {
         /// The configuration file.
@@ -62,6 +66,7 @@ pub fn main() -> ExitCode {
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Config(cmd) => config::run(cmd),
             Command::Dev(args) => dev::run(args).await,
+            Command::Policy(cmd) => policy::run(cmd),
             Command::Server { config } => server::run(&config).await,
         }
     })
