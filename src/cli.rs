@@ -9,6 +9,7 @@ mod configure;
 mod credentials;
 mod dev;
 mod login;
+mod policy;
 mod server;
 mod whoami;
 
@@ -50,6 +51,9 @@ enum Command {
     Login(login::LoginArgs),
     /// Remove the stored login and cached credentials.
     Logout(login::LogoutArgs),
+    /// Policy tools: check, test, explain.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// List the roles and whether you may assume each, and why.
     Roles(whoami::RolesArgs),
     /// Run the broker.
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Config(cmd) => config::run(cmd),
             Command::Dev(args) => dev::run(args).await,
+            Command::Policy(cmd) => policy::run(cmd),
             Command::Server { config } => server::run(&config).await,
             Command::Configure(_)
             | Command::Credentials(_)

@@ -7,7 +7,7 @@
 //! configuration itself and to check that named files exist; it opens no sockets.
 
 mod duration;
-mod fields;
+pub(crate) mod fields;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -24,5 +24,6 @@ pub mod config;
 pub mod dev;
 pub mod identity;
 pub mod oidc;
+pub mod policy;
 pub mod server;
 pub mod store;

@@ -1,0 +1,508 @@
+//! Who may have what: the role catalog, Cedar policies, and the [`Decision`] for a request.
+//!
+//! Pure: no I/O, except [`PolicySet::load`], which reads the policy directory once. Everything
+//! is parsed and validated at load (the schema, the catalog, every policy in strict mode), and
+//! every problem is reported at once; [`PolicySet::decide`] then only builds two entities and
+//! evaluates the request's slice of policies (see [`engine`]).
+//!
+//! Semantics: deny by default, `forbid` wins over `permit` (Cedar's), and any evaluation error
+//! denies. A deny is a value, never an error, and always carries reasons a person can act on.
+//! Two rules hold outside Cedar and no policy can override them: an unknown role or target is
+//! denied, and an `assume` asking for more than the role's maximum duration (or less than
+//! 15 minutes) is denied.
+//!
+//! Layout of a policy directory: `catalog.toml` (roles and SSH targets), `latchkey.cedarschema`,
+//! `*.cedar` (each policy with an `@id("...")`, optionally a `@reason("...")`), the JSON session
+//! policies the catalog names, and `tests/*.toml` (see [`corpus`]).
+
+mod catalog;
+pub mod corpus;
+mod engine;
+mod request;
+mod schema;
+mod tags;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use cedar_policy::{Decision as CedarDecision, Entities};
+use serde::Serialize;
+
+pub use catalog::{
+    Catalog, MAX_DURATION_SECS, MIN_DURATION_SECS, PolicyArn, Role, RoleArn, Target, human_duration,
+};
+pub use corpus::{TestCase, TestFailure, TestReport};
+pub use request::{AccessRequest, Action, Decision, Effect, RequestContext, Resource};
+pub use tags::{Placeholder, TagError, TagTemplate};
+
+use crate::config::ConfigIssue;
+use crate::identity::Identity;
+use engine::Engine;
+use request::Types;
+use schema::SchemaInfo;
+
+/// The loaded, validated policy directory.
+#[derive(Debug)]
+pub struct PolicySet {
+    catalog: Catalog,
+    roles_by_name: HashMap<String, usize>,
+    targets_by_name: HashMap<String, usize>,
+    schema: SchemaInfo,
+    types: Types,
+    engine: Engine,
+    resource_entities: HashMap<cedar_policy::EntityUid, cedar_policy::Entity>,
+}
+
+/// The texts a policy set is made from, as [`PolicySet::load`] reads them.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `catalog.toml`.
+    pub catalog: String,
+    /// `latchkey.cedarschema`.
+    pub schema: String,
+    /// Each `*.cedar` file: name and text.
+    pub policies: Vec<(String, String)>,
+    /// Other files next to the catalog that it may name (session policies), by file name.
+    pub files: BTreeMap<String, String>,
+}
+
+/// What `GET /v1/roles` shows of one role for one person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleSummary {
+    /// The role's name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// The longest session, in seconds.
+    pub max_duration_secs: u64,
+    /// The session length when none is asked for, in seconds.
+    pub default_duration_secs: u64,
+    /// Whether the person may assume it now, and why (not).
+    pub decision: Decision,
+}
+
+/// Every problem found in a policy directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyErrors {
+    /// The problems, each with its file, line or key path.
+    pub issues: Vec<ConfigIssue>,
+}
+
+/// The duration asked for is outside what the role allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// More than the role's maximum.
+    #[error("the maximum duration of `{role}` is {max}")]
+    TooLong {
+        /// The role.
+        role: String,
+        /// Its maximum, as the catalog writes it.
+        max: String,
+    },
+    /// Less than STS's minimum.
+    #[error("the minimum duration is 15m")]
+    TooShort,
+}
+
+// === impl PolicySet ===
+
+impl PolicySet {
+    /// Reads and validates the policy directory `dir`.
+    pub fn load(dir: &Path) -> Result<Self, PolicyErrors> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map_err(|e| PolicyErrors::one(name, format!("cannot read the file: {e}")))
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            PolicyErrors::one(
+                &dir.display().to_string(),
+                format!("cannot read the directory: {e}"),
+            )
+        })?;
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let mut sources = Sources {
+            catalog: read(CATALOG_FILE)?,
+            schema: read(SCHEMA_FILE)?,
+            ..Sources::default()
+        };
+        for name in names {
+            if name.ends_with(".cedar") {
+                sources.policies.push((name.clone(), read(&name)?));
+            } else if name.ends_with(".json") {
+                sources.files.insert(name.clone(), read(&name)?);
+            }
+        }
+        Self::from_sources(&sources)
+    }
+
+    /// Parses and validates a policy set from its texts.
+    pub fn from_sources(sources: &Sources) -> Result<Self, PolicyErrors> {
+        let mut issues = Vec::new();
+        let types = Types::new().map_err(|e| PolicyErrors::one(SCHEMA_FILE, e))?;
+        let schema = match SchemaInfo::parse(&sources.schema) {
+            Ok(s) => Some(s),
+            Err(problems) => {
+                for p in problems {
+                    issues.push(issue(SCHEMA_FILE, p));
+                }
+                None
+            }
+        };
+        let tag_attributes: Option<HashSet<String>> = schema.as_ref().map(|s| {
+            s.user_attributes
+                .iter()
+                .filter(|(name, t)| {
+                    !schema::BUILTIN.iter().any(|(b, _, _)| b == name)
+                        && matches!(
+                            t.kind,
+                            schema::AttrKind::String
+                                | schema::AttrKind::Long
+                                | schema::AttrKind::Bool
+                        )
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        });
+        let read = |name: &str| {
+            sources
+                .files
+                .get(name)
+                .cloned()
+                .ok_or_else(|| "no such file next to the catalog".to_owned())
+        };
+        let mut catalog_issues = Vec::new();
+        let catalog = Catalog::parse(
+            &sources.catalog,
+            &read,
+            tag_attributes.as_ref(),
+            &mut catalog_issues,
+        );
+        issues.extend(catalog_issues.into_iter().map(|mut i| {
+            i.path = format!("{CATALOG_FILE}: {}", i.path);
+            i
+        }));
+
+        let mut policies = Vec::new();
+        for (i, role) in catalog.roles.iter().enumerate() {
+            for p in engine::generated(role, i) {
+                match p {
+                    Ok(p) => policies.push(p),
+                    Err(e) => issues.push(e),
+                }
+            }
+        }
+        for (file, text) in &sources.policies {
+            policies.extend(engine::parse_file(file, text, &mut issues));
+        }
+        let Some(schema) = schema else {
+            return Err(PolicyErrors { issues });
+        };
+        let engine = Engine::build(policies, &schema, &catalog, &types, &mut issues);
+        let resource_entities = resource_entities(&catalog, &types, &schema, &mut issues);
+        match engine {
+            Some(engine) if issues.is_empty() => Ok(Self {
+                roles_by_name: index(catalog.roles.iter().map(Role::name)),
+                targets_by_name: index(catalog.targets.iter().map(|t| t.name.as_str())),
+                catalog,
+                schema,
+                types,
+                engine,
+                resource_entities,
+            }),
+            _ => Err(PolicyErrors { issues }),
+        }
+    }
+
+    /// Decides `request`. Never fails: anything that prevents a decision is a deny with a reason.
+    pub fn decide(&self, request: &AccessRequest<'_>) -> Decision {
+        let name = request.resource.name();
+        let applies = match (&request.resource, request.action) {
+            (Resource::Role(_), Action::Ssh) => Err("a role"),
+            (Resource::Target(_), Action::Ssh | Action::ReadAudit) => Ok(()),
+            (Resource::Target(_), _) => Err("an SSH target"),
+            (Resource::Role(_), _) => Ok(()),
+        };
+        if let Err(what) = applies {
+            return Decision::deny(format!(
+                "the action `{}` does not apply to {what} such as `{name}`",
+                request.action
+            ));
+        }
+        match &request.resource {
+            Resource::Role(n) => match self.role(n) {
+                None => return Decision::deny(format!("unknown role `{n}`")),
+                Some(role) if request.action == Action::Assume => {
+                    if let Err(e) = check_duration(role, request.context.duration_secs) {
+                        return Decision::deny(e.to_string());
+                    }
+                }
+                Some(_) => {}
+            },
+            Resource::Target(n) => {
+                if !self.targets_by_name.contains_key(n) {
+                    return Decision::deny(format!("unknown target `{n}`"));
+                }
+            }
+        }
+        self.evaluate(request)
+    }
+
+    /// Roles, in catalog order.
+    pub fn roles(&self) -> &[Role] {
+        &self.catalog.roles
+    }
+
+    /// The role called `name`.
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        self.roles_by_name
+            .get(name)
+            .and_then(|i| self.catalog.roles.get(*i))
+    }
+
+    /// SSH targets, in catalog order.
+    pub fn targets(&self) -> &[Target] {
+        &self.catalog.targets
+    }
+
+    /// The SSH target called `name`.
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets_by_name
+            .get(name)
+            .and_then(|i| self.catalog.targets.get(*i))
+    }
+
+    /// Ids of every policy, generated and written, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .engine
+            .policies()
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// For each role, in catalog order: may `identity` assume it now (at `now`, Unix seconds,
+    /// for the default duration), and why (not).
+    pub fn summary(&self, identity: &Identity, now: i64) -> Vec<RoleSummary> {
+        self.catalog
+            .roles
+            .iter()
+            .map(|role| {
+                let default = role.default_duration().as_secs();
+                let duration_secs = i64::try_from(default).unwrap_or(i64::MAX);
+                let decision = self.decide(&AccessRequest {
+                    identity,
+                    action: Action::Assume,
+                    resource: Resource::Role(role.name().to_owned()),
+                    context: RequestContext::for_identity(identity, now, duration_secs),
+                });
+                RoleSummary {
+                    name: role.name().to_owned(),
+                    description: role.description().to_owned(),
+                    max_duration_secs: role.max_duration().as_secs(),
+                    default_duration_secs: default,
+                    decision,
+                }
+            })
+            .collect()
+    }
+
+    fn evaluate(&self, request: &AccessRequest<'_>) -> Decision {
+        let resource = self.types.resource(&request.resource);
+        let principal = match self.types.principal(request.identity, &self.schema) {
+            Ok(p) => p,
+            Err(e) => return Decision::deny(e),
+        };
+        let principal_uid = principal.uid();
+        let mut entities = vec![principal];
+        if let Some(r) = self.resource_entities.get(&resource) {
+            entities.push(r.clone());
+        }
+        let built = Entities::from_entities(entities, Some(&self.schema.schema))
+            .map_err(|e| e.to_string())
+            .and_then(|entities| {
+                let context = request.context.to_cedar()?;
+                cedar_policy::Request::new(
+                    principal_uid,
+                    self.types.action(request.action).clone(),
+                    resource.clone(),
+                    context,
+                    Some(&self.schema.schema),
+                )
+                .map(|r| (r, entities))
+                .map_err(|e| e.to_string())
+            });
+        let (cedar_request, entities) = match built {
+            Ok(b) => b,
+            // Fail closed: a request Cedar cannot even represent is denied.
+            Err(e) => return Decision::deny(format!("the request could not be evaluated: {e}")),
+        };
+        let response = self
+            .engine
+            .evaluate(request.action, &resource, &cedar_request, &entities);
+        self.explain(request, &response)
+    }
+
+    fn explain(&self, request: &AccessRequest<'_>, response: &cedar_policy::Response) -> Decision {
+        let mut determining: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        determining.sort();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| e.to_string())
+            .collect();
+        let annotated = |ids: &[String]| -> Vec<String> {
+            ids.iter()
+                .map(|id| {
+                    self.engine
+                        .reason(&cedar_policy::PolicyId::new(id))
+                        .map_or_else(|| format!("denied by policy `{id}`"), str::to_owned)
+                })
+                .collect()
+        };
+        // SECURITY: an evaluation error denies even when a permit was satisfied; the failing
+        // policy might have been a forbid.
+        if !errors.is_empty() {
+            return Decision {
+                effect: Effect::Deny,
+                determining: Vec::new(),
+                reasons: errors
+                    .into_iter()
+                    .map(|e| format!("policy evaluation failed, so access is denied: {e}"))
+                    .collect(),
+            };
+        }
+        match response.decision() {
+            CedarDecision::Allow => Decision {
+                effect: Effect::Allow,
+                reasons: determining
+                    .iter()
+                    .filter_map(|id| self.engine.reason(&cedar_policy::PolicyId::new(id)))
+                    .map(str::to_owned)
+                    .collect(),
+                determining,
+            },
+            CedarDecision::Deny if determining.is_empty() => {
+                Decision::deny(request.action.no_permit(request.resource.name()))
+            }
+            CedarDecision::Deny => Decision {
+                effect: Effect::Deny,
+                reasons: annotated(&determining),
+                determining,
+            },
+        }
+    }
+}
+
+/// Checks an `assume` duration against the role: the caller answers 400 for these before
+/// deciding, and [`PolicySet::decide`] denies them regardless.
+pub fn check_duration(role: &Role, duration_secs: i64) -> Result<(), DurationError> {
+    let max = role.max_duration();
+    if u64::try_from(duration_secs).is_ok_and(|d| d > max.as_secs()) {
+        return Err(DurationError::TooLong {
+            role: role.name().to_owned(),
+            max: human_duration(max),
+        });
+    }
+    if duration_secs < MIN_DURATION_SECS as i64 {
+        return Err(DurationError::TooShort);
+    }
+    Ok(())
+}
+
+fn resource_entities(
+    catalog: &Catalog,
+    types: &Types,
+    schema: &SchemaInfo,
+    issues: &mut Vec<ConfigIssue>,
+) -> HashMap<cedar_policy::EntityUid, cedar_policy::Entity> {
+    use cedar_policy::{Entity, RestrictedExpression};
+    let mut out = HashMap::new();
+    let roles = catalog.roles.iter().map(|r| {
+        (
+            Resource::Role(r.name().to_owned()),
+            ("account", r.arn().account_id().to_owned()),
+        )
+    });
+    let targets = catalog.targets.iter().map(|t| {
+        (
+            Resource::Target(t.name.clone()),
+            ("region", t.region.clone()),
+        )
+    });
+    for (resource, (attr, value)) in roles.chain(targets) {
+        let uid = types.resource(&resource);
+        let attrs = HashMap::from([(attr.to_owned(), RestrictedExpression::new_string(value))]);
+        // INVARIANT: no parents; the slicing in `engine` relies on it.
+        let checked = Entity::new(uid.clone(), attrs, HashSet::new())
+            .map_err(|e| e.to_string())
+            .and_then(|e| {
+                Entities::from_entities([e.clone()], Some(&schema.schema))
+                    .map(|_| e)
+                    .map_err(|e| e.to_string())
+            });
+        match checked {
+            Ok(e) => {
+                out.insert(uid, e);
+            }
+            Err(e) => issues.push(issue(
+                SCHEMA_FILE,
+                format!("the schema does not fit `{}`: {e}", resource.name()),
+            )),
+        }
+    }
+    out
+}
+
+fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
+    names.enumerate().map(|(i, n)| (n.to_owned(), i)).collect()
+}
+
+fn issue(path: &str, message: String) -> ConfigIssue {
+    ConfigIssue {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+// === impl PolicyErrors ===
+
+impl PolicyErrors {
+    fn one(path: &str, message: String) -> Self {
+        Self {
+            issues: vec![issue(path, message)],
+        }
+    }
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", issue.path, issue.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// The catalog's file name in a policy directory.
+pub const CATALOG_FILE: &str = "catalog.toml";
+/// The schema's file name in a policy directory.
+pub const SCHEMA_FILE: &str = "latchkey.cedarschema";
+
+#[cfg(test)]
+mod tests;

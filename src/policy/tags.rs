@@ -1,0 +1,179 @@
+//! Session tag templates: literal text with `{placeholder}`s filled from the identity.
+//!
+//! Pure. A tag that cannot be rendered exactly is an error, never a dropped or shortened tag:
+//! session tags drive attribute-based access control in AWS, and a grant must fail rather than
+//! silently change what it grants.
+
+use crate::identity::{Attribute, Identity};
+
+/// A parsed tag value template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagTemplate {
+    parts: Vec<Part>,
+}
+
+/// What a placeholder names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placeholder {
+    /// A kept identity attribute, by name.
+    Attribute(String),
+    /// `{email}`.
+    Email,
+    /// `{issuer}`.
+    Issuer,
+    /// `{subject}`.
+    Subject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Placeholder(Placeholder),
+}
+
+/// Why a role's session tags could not be rendered for an identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    /// A placeholder's value is a list, which has no single text form.
+    #[error("session tag `{tag}`: attribute `{attribute}` is a list and cannot be a tag value")]
+    ListAttribute {
+        /// The tag key.
+        tag: String,
+        /// The attribute.
+        attribute: String,
+    },
+    /// A placeholder names a value the identity does not have.
+    #[error("session tag `{tag}` needs `{attribute}`, which the identity does not have")]
+    MissingAttribute {
+        /// The tag key.
+        tag: String,
+        /// The attribute or identity field.
+        attribute: String,
+    },
+    /// The rendered value breaks an STS limit.
+    #[error("session tag `{tag}`: the value {problem}")]
+    InvalidValue {
+        /// The tag key.
+        tag: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+// === impl TagTemplate ===
+
+impl TagTemplate {
+    /// Parses `text`; `{` and `}` may appear only around a placeholder name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            match rest.find(['{', '}']) {
+                None => {
+                    parts.push(Part::Literal(rest.to_owned()));
+                    rest = "";
+                }
+                Some(i) => {
+                    let (literal, tail) = rest.split_at(i);
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(literal.to_owned()));
+                    }
+                    let inner = tail
+                        .strip_prefix('{')
+                        .and_then(|t| t.split_once('}'))
+                        .filter(|(name, _)| is_placeholder_name(name));
+                    let Some((name, after)) = inner else {
+                        return Err(format!(
+                            "`{text}` is not a template: write `{{name}}` around an attribute name, and no other braces"
+                        ));
+                    };
+                    parts.push(Part::Placeholder(match name {
+                        "email" => Placeholder::Email,
+                        "issuer" => Placeholder::Issuer,
+                        "subject" => Placeholder::Subject,
+                        other => Placeholder::Attribute(other.to_owned()),
+                    }));
+                    rest = after;
+                }
+            }
+        }
+        for p in &parts {
+            if let Part::Literal(l) = p
+                && !l.chars().all(is_tag_char)
+            {
+                return Err(format!(
+                    "`{text}` has characters STS does not allow in a tag value"
+                ));
+            }
+        }
+        Ok(Self { parts })
+    }
+
+    /// The placeholders, in order.
+    pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Placeholder(p) => Some(p),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// Renders the template for `identity`; `tag` is the key, for errors.
+    pub fn render(&self, tag: &str, identity: &Identity) -> Result<String, TagError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => out.push_str(l),
+                Part::Placeholder(p) => out.push_str(&value(tag, p, identity)?),
+            }
+        }
+        if out.chars().count() > MAX_TAG_VALUE_CHARS {
+            return Err(TagError::InvalidValue {
+                tag: tag.to_owned(),
+                problem: "is longer than the 256 characters STS accepts",
+            });
+        }
+        if !out.chars().all(is_tag_char) {
+            return Err(TagError::InvalidValue {
+                tag: tag.to_owned(),
+                problem: "has characters STS does not allow",
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Whether STS allows `c` in a tag key or value: letters, digits, spaces and `_.:/=+-@`.
+pub(crate) fn is_tag_char(c: char) -> bool {
+    c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c)
+}
+
+fn value(tag: &str, p: &Placeholder, identity: &Identity) -> Result<String, TagError> {
+    let missing = |attribute: &str| TagError::MissingAttribute {
+        tag: tag.to_owned(),
+        attribute: attribute.to_owned(),
+    };
+    match p {
+        Placeholder::Email => identity.email.clone().ok_or_else(|| missing("email")),
+        Placeholder::Issuer => Ok(identity.issuer.clone()),
+        Placeholder::Subject => Ok(identity.subject.clone()),
+        Placeholder::Attribute(name) => match identity.attributes.get(name) {
+            None => Err(missing(name)),
+            Some(Attribute::Text(s)) => Ok(s.clone()),
+            Some(Attribute::Number(n)) => Ok(n.to_string()),
+            Some(Attribute::Bool(b)) => Ok(b.to_string()),
+            Some(Attribute::List(_)) => Err(TagError::ListAttribute {
+                tag: tag.to_owned(),
+                attribute: name.clone(),
+            }),
+        },
+    }
+}
+
+fn is_placeholder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c))
+}
+
+const MAX_TAG_VALUE_CHARS: usize = 256;

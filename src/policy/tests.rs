@@ -1,0 +1,483 @@
+//! Unit tests of the policy engine: decisions, reasons, check errors, and the shipped example.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::corpus::parse_cases;
+use super::*;
+use crate::identity::Attribute;
+
+const SCHEMA: &str = include_str!("../../policies/latchkey.cedarschema");
+
+const CATALOG: &str = r#"
+[[role]]
+name = "readonly"
+arn = "arn:aws:iam::111111111111:role/ReadOnly"
+max_duration = "1h"
+allow_groups = ["engineering"]
+session_tags = { department = "{department}", who = "user-{subject}" }
+
+[[role]]
+name = "prod-admin"
+arn = "arn:aws:iam::222222222222:role/ops/ProdAdmin"
+max_duration = "1h"
+allow_groups = ["sre"]
+requires_mfa = true
+max_auth_age = "30m"
+
+[[role]]
+name = "developer"
+arn = "arn:aws:iam::111111111111:role/Developer"
+max_duration = "4h"
+
+[[target]]
+name = "bastion"
+instance_ids = ["i-0123456789abcdef0"]
+region = "eu-west-1"
+os_users = ["ec2-user"]
+"#;
+
+const POLICIES: &str = r#"
+@id("developer.platform")
+@reason("platform engineers may assume `developer`")
+permit (principal, action == Latchkey::Action::"assume", resource == Latchkey::Role::"developer")
+when { principal has department && principal.department == "platform" };
+
+@id("no-contractors")
+@reason("contractors may not use `prod-admin`")
+forbid (principal, action, resource == Latchkey::Role::"prod-admin")
+when { principal has department && principal.department == "contractors" };
+"#;
+
+fn sources(catalog: &str, policies: &str) -> Sources {
+    Sources {
+        catalog: catalog.to_owned(),
+        schema: SCHEMA.to_owned(),
+        policies: vec![("test.cedar".to_owned(), policies.to_owned())],
+        files: BTreeMap::new(),
+    }
+}
+
+fn set() -> PolicySet {
+    PolicySet::from_sources(&sources(CATALOG, POLICIES)).unwrap()
+}
+
+fn person(subject: &str, groups: &[&str], department: Option<&str>) -> Identity {
+    Identity {
+        issuer: "https://idp.example.com".into(),
+        subject: subject.into(),
+        email: Some(format!("{subject}@example.com")),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        attributes: department
+            .map(|d| ("department".to_owned(), Attribute::Text(d.into())))
+            .into_iter()
+            .collect(),
+        mfa: false,
+        auth_time: None,
+        issued_at: 0,
+        expires_at: 0,
+    }
+}
+
+fn ctx(mfa: bool, duration_secs: i64) -> RequestContext {
+    RequestContext {
+        mfa,
+        auth_age_secs: 60,
+        duration_secs,
+        source_ip: None,
+    }
+}
+
+fn assume(set: &PolicySet, who: &Identity, role: &str, context: RequestContext) -> Decision {
+    set.decide(&AccessRequest {
+        identity: who,
+        action: Action::Assume,
+        resource: Resource::Role(role.into()),
+        context,
+    })
+}
+
+fn check_errors(catalog: &str, policies: &str) -> Vec<String> {
+    PolicySet::from_sources(&sources(catalog, policies))
+        .unwrap_err()
+        .issues
+        .into_iter()
+        .map(|i| format!("{}: {}", i.path, i.message))
+        .collect()
+}
+
+#[test]
+fn allow_groups_permits_members() {
+    let d = assume(
+        &set(),
+        &person("alice", &["engineering"], None),
+        "readonly",
+        ctx(false, 3600),
+    );
+    assert_eq!(d.effect, Effect::Allow);
+    assert_eq!(d.determining, vec!["catalog.allow_groups.readonly"]);
+    assert_eq!(
+        d.reasons,
+        vec!["members of `engineering` may assume `readonly`"]
+    );
+}
+
+#[test]
+fn deny_without_permit_says_so() {
+    let d = assume(
+        &set(),
+        &person("carol", &["finance"], None),
+        "readonly",
+        ctx(false, 3600),
+    );
+    assert_eq!(d.effect, Effect::Deny);
+    assert!(d.determining.is_empty());
+    assert_eq!(
+        d.reasons,
+        vec!["no policy permits you to assume `readonly`"]
+    );
+}
+
+#[test]
+fn requires_mfa_forbids_with_its_reason() {
+    let set = set();
+    let bob = person("bob", &["sre"], None);
+    let d = assume(&set, &bob, "prod-admin", ctx(false, 900));
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(d.determining, vec!["catalog.requires_mfa.prod-admin"]);
+    assert!(
+        d.reasons[0].starts_with("role `prod-admin` requires MFA"),
+        "{d:?}"
+    );
+    assert!(assume(&set, &bob, "prod-admin", ctx(true, 900)).is_allowed());
+}
+
+#[test]
+fn max_auth_age_forbids_stale_logins() {
+    let mut context = ctx(true, 900);
+    context.auth_age_secs = 31 * 60;
+    let d = assume(
+        &set(),
+        &person("bob", &["sre"], None),
+        "prod-admin",
+        context,
+    );
+    assert_eq!(d.determining, vec!["catalog.max_auth_age.prod-admin"]);
+    assert!(d.reasons[0].contains("within the last 30m"), "{d:?}");
+}
+
+#[test]
+fn forbid_wins_over_permit() {
+    let who = person("mallory", &["sre"], Some("contractors"));
+    let d = assume(&set(), &who, "prod-admin", ctx(true, 900));
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(d.determining, vec!["no-contractors"]);
+    assert_eq!(d.reasons, vec!["contractors may not use `prod-admin`"]);
+}
+
+#[test]
+fn duration_outside_the_role_bounds_is_denied() {
+    let set = set();
+    let alice = person("alice", &["engineering"], None);
+    let d = assume(&set, &alice, "readonly", ctx(false, 3601));
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(d.reasons, vec!["the maximum duration of `readonly` is 1h"]);
+    let d = assume(&set, &alice, "readonly", ctx(false, 899));
+    assert_eq!(d.reasons, vec!["the minimum duration is 15m"]);
+    assert!(assume(&set, &alice, "readonly", ctx(false, 900)).is_allowed());
+    let role = set.role("readonly").unwrap();
+    assert!(check_duration(role, 3600).is_ok());
+    assert_eq!(
+        check_duration(role, 7200),
+        Err(DurationError::TooLong {
+            role: "readonly".into(),
+            max: "1h".into()
+        })
+    );
+}
+
+#[test]
+fn unknown_role_and_target_are_denied() {
+    let set = set();
+    let alice = person("alice", &["engineering"], None);
+    let d = assume(&set, &alice, "root", ctx(false, 3600));
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(d.reasons, vec!["unknown role `root`"]);
+    let d = set.decide(&AccessRequest {
+        identity: &alice,
+        action: Action::Ssh,
+        resource: Resource::Target("nope".into()),
+        context: ctx(false, 0),
+    });
+    assert_eq!(d.reasons, vec!["unknown target `nope`"]);
+    let d = set.decide(&AccessRequest {
+        identity: &alice,
+        action: Action::Ssh,
+        resource: Resource::Target("bastion".into()),
+        context: ctx(false, 0),
+    });
+    assert_eq!(d.reasons, vec!["no policy permits you to ssh to `bastion`"]);
+}
+
+#[test]
+fn attribute_based_permit() {
+    let set = set();
+    let platform = person("alice", &[], Some("platform"));
+    let d = assume(&set, &platform, "developer", ctx(false, 3600));
+    assert_eq!(d.determining, vec!["developer.platform"]);
+    let security = person("dave", &[], Some("security"));
+    assert!(!assume(&set, &security, "developer", ctx(false, 3600)).is_allowed());
+    let none = person("erin", &[], None);
+    assert!(!assume(&set, &none, "developer", ctx(false, 3600)).is_allowed());
+}
+
+#[test]
+fn group_ids_are_case_sensitive() {
+    let who = person(
+        "frank",
+        &["Engineering", "ENGINEERING", " engineering"],
+        None,
+    );
+    assert!(!assume(&set(), &who, "readonly", ctx(false, 3600)).is_allowed());
+}
+
+#[test]
+fn odd_group_ids_cannot_inject_cedar() {
+    let set = set();
+    for group in [
+        r#"x" || true || ""#,
+        r#"Latchkey::Group::"engineering""#,
+        "engineering\"",
+        "sre::engineering",
+        r#"a"]; permit(principal, action, resource); //"#,
+        "engineering\u{0}",
+    ] {
+        let who = person("eve", &[group], Some(r#"platform" || true"#));
+        for role in ["readonly", "prod-admin", "developer"] {
+            let d = assume(&set, &who, role, ctx(true, 900));
+            assert_eq!(d.effect, Effect::Deny, "{group} {role}: {d:?}");
+        }
+    }
+    // The same odd id is matched exactly when a catalog grants it, and only then.
+    let catalog = CATALOG.replace(r#"["engineering"]"#, r#"['x" || true || "']"#);
+    let set = PolicySet::from_sources(&sources(&catalog, POLICIES)).unwrap();
+    let who = person("eve", &[r#"x" || true || ""#], None);
+    assert!(assume(&set, &who, "readonly", ctx(false, 900)).is_allowed());
+    let who = person("eve", &["x"], None);
+    assert!(!assume(&set, &who, "readonly", ctx(false, 900)).is_allowed());
+}
+
+#[test]
+fn claims_never_override_the_verified_identity() {
+    let mut who = person("bob", &["sre"], None);
+    who.attributes.insert("mfa".into(), Attribute::Bool(true));
+    who.attributes
+        .insert("subject".into(), Attribute::Text("alice".into()));
+    let set = PolicySet::from_sources(&sources(
+        CATALOG,
+        r#"@id("p") permit (principal, action, resource == Latchkey::Role::"developer")
+           when { principal.mfa && principal.subject == "bob" };"#,
+    ))
+    .unwrap();
+    assert!(!assume(&set, &who, "developer", ctx(true, 900)).is_allowed());
+    who.mfa = true;
+    assert!(assume(&set, &who, "developer", ctx(true, 900)).is_allowed());
+}
+
+#[test]
+fn attribute_of_the_wrong_type_denies() {
+    let mut who = person("mallory", &["sre"], None);
+    who.attributes.insert(
+        "department".into(),
+        Attribute::List(vec!["contractors".into()]),
+    );
+    let d = assume(&set(), &who, "prod-admin", ctx(true, 900));
+    assert_eq!(d.effect, Effect::Deny);
+    assert!(d.reasons[0].contains("`department`"), "{d:?}");
+}
+
+#[test]
+fn evaluation_errors_deny() {
+    let set = PolicySet::from_sources(&sources(
+        CATALOG,
+        r#"@id("overflow") forbid (principal, action, resource == Latchkey::Role::"readonly")
+           when { context.duration_secs * 9223372036854775807 > 0 };"#,
+    ))
+    .unwrap();
+    let d = assume(
+        &set,
+        &person("alice", &["engineering"], None),
+        "readonly",
+        ctx(false, 3600),
+    );
+    assert_eq!(d.effect, Effect::Deny);
+    assert!(d.reasons[0].contains("policy evaluation failed"), "{d:?}");
+    assert!(d.reasons[0].contains("overflow"), "{d:?}");
+}
+
+#[test]
+fn check_reports_every_error_at_once() {
+    let catalog = r#"
+[[role]]
+name = "readonly"
+arn = "arn:aws:iam::1111:role/ReadOnly"
+max_duration = "13h"
+session_tags = { team = "{team}", bad = "{oops" }
+transitive_tag_keys = ["nope"]
+session_policy = "../etc/passwd"
+policy_arns = ["arn:aws:iam::aws:role/X"]
+external_id = "x"
+colour = "blue"
+
+[[role]]
+name = "Bad_Name"
+arn = "arn:aws:iam::111111111111:role/X"
+max_duration = "1h"
+default_duration = "2h"
+"#;
+    let policies = r#"
+permit (principal, action, resource);
+
+@id("dup") permit (principal, action == Latchkey::Action::"assume", resource == Latchkey::Role::"ghost");
+@id("dup") permit (principal, action, resource) when { principal.nope == 1 };
+@id("catalog.mine") permit (principal, action, resource);
+"#;
+    let errors = check_errors(catalog, policies);
+    let expect = [
+        "catalog.toml: role[0].arn: `arn:aws:iam::1111:role/ReadOnly` is not a role ARN",
+        "catalog.toml: role[0].max_duration: `13h` is outside the range",
+        "catalog.toml: role[0].session_tags.bad: `{oops` is not a template",
+        "catalog.toml: role[0].session_tags.team: unknown placeholder `{team}`",
+        "catalog.toml: role[0].transitive_tag_keys: `nope` is not a key",
+        "catalog.toml: role[0].session_policy: `../etc/passwd` must be the name",
+        "catalog.toml: role[0].policy_arns[0]: `arn:aws:iam::aws:role/X` is not a managed policy ARN",
+        "catalog.toml: role[0].external_id: must be 2 to 1224",
+        "catalog.toml: role[0].colour: unknown key",
+        "catalog.toml: role[1].name: `Bad_Name` is not a name",
+        "catalog.toml: role[1].default_duration: must not exceed `max_duration` (1h)",
+        "test.cedar:2: the policy has no `@id",
+        "unknown role `ghost` in policy `dup`",
+        "policy id `dup` is already used at test.cedar:4",
+        "test.cedar:6: policy id `catalog.mine`: ids starting `catalog.`",
+    ];
+    for e in expect {
+        assert!(
+            errors.iter().any(|got| got.contains(e)),
+            "missing `{e}` in:\n{}",
+            errors.join("\n")
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn type_errors_are_reported_with_the_policy() {
+    let errors = check_errors(
+        CATALOG,
+        r#"@id("typo") permit (principal, action, resource) when { principal.departmnt == "x" };
+@id("wrong-resource") permit (principal, action == Latchkey::Action::"ssh", resource == Latchkey::Role::"readonly");"#,
+    );
+    assert!(
+        errors[0].starts_with("test.cedar:1 (`typo`): "),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("`departmnt`"), "{errors:?}");
+    assert!(
+        errors[1..]
+            .iter()
+            .all(|e| e.starts_with("test.cedar:2 (`wrong-resource`): "))
+    );
+    // Cedar's warning that the policy can never apply is an error here too.
+    assert!(
+        errors.iter().any(|e| e.contains("policy is impossible")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn session_policy_must_be_a_json_object_next_to_the_catalog() {
+    let catalog = CATALOG.replace(
+        "max_auth_age = \"30m\"",
+        "max_auth_age = \"30m\"\nsession_policy = \"p.json\"",
+    );
+    let mut s = sources(&catalog, POLICIES);
+    let err = |s: &Sources| PolicySet::from_sources(s).unwrap_err().to_string();
+    assert!(err(&s).contains("cannot read `p.json`"));
+    s.files.insert("p.json".into(), "[1]".into());
+    assert!(err(&s).contains("must hold a JSON object"));
+    s.files.insert(
+        "p.json".into(),
+        "{\"Version\": \"2012-10-17\",\n \"Statement\": []}".into(),
+    );
+    let set = PolicySet::from_sources(&s).unwrap();
+    let role = set.role("prod-admin").unwrap();
+    assert_eq!(
+        role.session_policy(),
+        Some(r#"{"Version":"2012-10-17","Statement":[]}"#)
+    );
+    assert_eq!(role.arn().account_id(), "222222222222");
+    assert_eq!(role.default_duration().as_secs(), 3600);
+}
+
+#[test]
+fn session_tags_render_or_fail() {
+    let set = set();
+    let role = set.role("readonly").unwrap();
+    let alice = person("alice", &[], Some("platform"));
+    assert_eq!(
+        role.render_tags(&alice).unwrap(),
+        vec![
+            ("department".to_owned(), "platform".to_owned()),
+            ("who".to_owned(), "user-alice".to_owned())
+        ]
+    );
+    assert_eq!(role.transitive_tag_keys(), ["department", "who"]);
+    let nobody = person("erin", &[], None);
+    assert_eq!(
+        role.render_tags(&nobody),
+        Err(TagError::MissingAttribute {
+            tag: "department".into(),
+            attribute: "department".into()
+        })
+    );
+    let mut listy = person("erin", &[], None);
+    listy
+        .attributes
+        .insert("department".into(), Attribute::List(vec!["a".into()]));
+    assert!(matches!(
+        role.render_tags(&listy),
+        Err(TagError::ListAttribute { .. })
+    ));
+    let odd = person("erin", &[], Some("a;b"));
+    assert!(matches!(
+        role.render_tags(&odd),
+        Err(TagError::InvalidValue { .. })
+    ));
+}
+
+#[test]
+fn summary_lists_every_role_in_catalog_order() {
+    let set = set();
+    let alice = person("alice", &["engineering"], Some("platform"));
+    let summary = set.summary(&alice, 100);
+    let names: Vec<_> = summary.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["readonly", "prod-admin", "developer"]);
+    let allowed: Vec<_> = summary.iter().map(|s| s.decision.is_allowed()).collect();
+    assert_eq!(allowed, [true, false, true]);
+}
+
+#[test]
+fn shipped_policies_load_and_pass_their_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let set = PolicySet::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir.join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cases = parse_cases(&path.display().to_string(), &text).unwrap();
+        let report = set.run_tests(&cases);
+        assert!(report.failures.is_empty(), "{:#?}", report.failures);
+        total += report.passed;
+    }
+    assert!(total >= 20, "only {total} cases");
+}
