@@ -380,3 +380,86 @@ async fn an_untrusted_certificate_and_an_unreachable_server_are_named() {
         "{err}"
     );
 }
+
+/// A `latchkey dev` process, killed on drop.
+struct Sandbox {
+    child: std::process::Child,
+    url: String,
+    ca: PathBuf,
+    _state: TempDir,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn sandbox(user: &str) -> Sandbox {
+    let state = tempfile::tempdir().unwrap();
+    let (port, issuer_port) = (crate::harness::free_port(), crate::harness::free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["dev", "--user", user, "--state-dir"])
+        .arg(state.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--issuer-listen", &format!("127.0.0.1:{issuer_port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(state.path().join("dev.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sandbox = Sandbox {
+        child,
+        url: format!("https://127.0.0.1:{port}"),
+        ca: state.path().join("ca.pem"),
+        _state: state,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(ca) = std::fs::read(&sandbox.ca)
+            && !ca.is_empty()
+        {
+            let http = reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+                .build()
+                .unwrap();
+            if http
+                .get(format!("{}/readyz", sandbox.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return sandbox;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_sandbox_answers_a_device_login_for_the_chosen_user() {
+    let sandbox = sandbox("bob").await;
+    let home = Home::new();
+    // "-": nobody approves anything; the development issuer already has.
+    let login = home.login_device_flow(&sandbox.url, &sandbox.ca, "-").await;
+    assert!(login.status.success(), "{}", stderr(&login));
+    let whoami = home.run(&["whoami"]).await;
+    assert!(whoami.status.success(), "{}", stderr(&whoami));
+    assert!(stdout(&whoami).contains("#bob"), "{}", stdout(&whoami));
+    assert!(stdout(&whoami).contains("mfa:        yes"));
+
+    // The refresh grant works and rotates.
+    let mut stored = home.login_json();
+    let old_refresh = stored["refresh_token"].clone();
+    stored["id_token_expires_at"] = 1_000_000_000.into();
+    home.write_login_json(&stored);
+    let whoami = home.run(&["whoami"]).await;
+    assert!(whoami.status.success(), "{}", stderr(&whoami));
+    assert_ne!(home.login_json()["refresh_token"], old_refresh);
+}
