@@ -102,6 +102,7 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Policy(cmd) => policy::run(cmd),
             Command::Server { config } => server::run(&config).await,
+            // Dispatched above, before any runtime starts.
             Command::Configure(_)
             | Command::Credentials(_)
             | Command::Env(_)

@@ -26,7 +26,7 @@ pub(super) struct RoleArgs {
     /// How long the credentials should last: seconds, or with a unit (`900s`, `15m`, `1h`).
     #[arg(long, value_parser = parse_duration)]
     duration: Option<u32>,
-    /// Why you need the access (recorded in the audit log).
+    /// Why you need the access (recorded in the audit log when new credentials are issued).
     #[arg(long)]
     reason: Option<String>,
 }

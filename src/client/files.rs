@@ -173,6 +173,11 @@ pub fn open_lock(path: &Path) -> Result<File, FileError> {
 /// Read from `/proc/self/status` (no `unsafe` needed); where there is no `/proc`, the owner of
 /// `$HOME` stands in, which is the same user on any ordinary system.
 pub fn current_uid() -> Option<u32> {
+    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UID.get_or_init(read_uid)
+}
+
+fn read_uid() -> Option<u32> {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         // `Uid:  real  effective  saved  fs`
         let line = status.lines().find(|l| l.starts_with("Uid:"))?;
