@@ -2,7 +2,7 @@
 //! inputs it takes.
 //!
 //! This module and its pure children ([`input`], [`names`], [`retry`]) never perform I/O and never
-//! import the AWS SDK; the SDK lives in the adapter, `sts`.
+//! import the AWS SDK; the SDK lives in the adapter, [`sts`].
 //!
 //! SECURITY: the broker, never the user, chooses every STS parameter. An [`AssumeRoleInput`] can only
 //! be built through [`AssumeRoleInput::new`], which enforces every limit STS documents (names,
@@ -13,11 +13,13 @@
 pub mod input;
 pub mod names;
 pub mod retry;
+pub mod sts;
 
 use std::fmt;
 
 pub use self::input::{AssumeRoleInput, AssumeRoleParams, InputError, SessionTag};
 pub use self::names::{SessionName, SourceIdentity};
+pub use self::sts::StsAws;
 
 /// What latchkey asks of AWS. Object safe: the broker holds an `Arc<dyn Aws>`.
 #[async_trait::async_trait]
