@@ -157,6 +157,7 @@ impl Aws for StsAws {
 }
 
 /// What one failed attempt means.
+#[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     /// Final: give this to the caller.
     Failed(AwsError),
@@ -167,50 +168,60 @@ enum Outcome {
 /// Maps an SDK error to an [`AwsError`], or to [`Outcome::Throttled`].
 fn classify(error: SdkError<AssumeRoleError>) -> Outcome {
     let request_id = error.request_id().map(str::to_owned);
-    let failed = match &error {
+    let reason = match &error {
         SdkError::ServiceError(context) => {
-            let status = context.raw().status().as_u16();
             let service_error = context.err();
-            let code = service_error.code().unwrap_or_default();
-            let message = describe(
-                &format!(
-                    "{code}: {}",
-                    service_error.message().unwrap_or("no message")
-                ),
-                request_id.as_deref(),
+            return classify_service(
+                context.raw().status().as_u16(),
+                service_error.code(),
+                service_error.message(),
+                request_id,
             );
-            if THROTTLING_CODES.contains(&code) || status == 429 {
-                return Outcome::Throttled { request_id };
-            }
-            if ACCESS_DENIED_CODES.contains(&code) {
-                AwsError::AccessDenied(message)
-            } else if BROKER_CREDENTIAL_CODES.contains(&code) {
-                AwsError::Unavailable(format!(
-                    "the broker's own aws credentials were refused: {message}"
-                ))
-            } else if status >= 500 || UNAVAILABLE_CODES.contains(&code) {
-                AwsError::Unavailable(message)
-            } else {
-                AwsError::Invalid(message)
-            }
         }
-        SdkError::TimeoutError(_) => AwsError::Unavailable(describe(
-            "the request to sts timed out",
-            request_id.as_deref(),
-        )),
-        SdkError::DispatchFailure(_)
-        | SdkError::ResponseError(_)
-        | SdkError::ConstructionFailure(_) => AwsError::Unavailable(describe(
-            &DisplayErrorContext(&error).to_string(),
-            request_id.as_deref(),
-        )),
-        // `SdkError` is non-exhaustive: anything new is treated as an outage, never as success.
-        _ => AwsError::Unavailable(describe(
-            &DisplayErrorContext(&error).to_string(),
-            request_id.as_deref(),
-        )),
+        SdkError::TimeoutError(_) => "the request to sts timed out".to_owned(),
+        // Network failures, unparseable answers, a request that could not be built (for example
+        // because the broker has no credentials), and any variant added later: an outage, never
+        // a success.
+        _ => DisplayErrorContext(&error).to_string(),
     };
-    Outcome::Failed(failed)
+    Outcome::Failed(AwsError::Unavailable(describe(
+        &reason,
+        request_id.as_deref(),
+    )))
+}
+
+/// Maps an error answer from STS by its code, or by its HTTP status when the body had no code
+/// that could be read.
+fn classify_service(
+    status: u16,
+    code: Option<&str>,
+    message: Option<&str>,
+    request_id: Option<String>,
+) -> Outcome {
+    let message = describe(
+        &format!(
+            "{}: {}",
+            code.unwrap_or("no error code"),
+            message.unwrap_or("no message")
+        ),
+        request_id.as_deref(),
+    );
+    let error = match code {
+        Some(code) if THROTTLING_CODES.contains(&code) => {
+            return Outcome::Throttled { request_id };
+        }
+        Some(code) if ACCESS_DENIED_CODES.contains(&code) => AwsError::AccessDenied(message),
+        Some(code) if BROKER_CREDENTIAL_CODES.contains(&code) => AwsError::Unavailable(format!(
+            "the broker's own aws credentials were refused: {message}"
+        )),
+        Some(code) if UNAVAILABLE_CODES.contains(&code) => AwsError::Unavailable(message),
+        _ if status == 429 => return Outcome::Throttled { request_id },
+        _ if status >= 500 => AwsError::Unavailable(message),
+        // SECURITY: an unreadable refusal is still a refusal.
+        None if status == 401 || status == 403 => AwsError::AccessDenied(message),
+        _ => AwsError::Invalid(message),
+    };
+    Outcome::Failed(error)
 }
 
 /// The credentials in a successful answer.
@@ -303,3 +314,95 @@ const UNAVAILABLE_CODES: &[&str] = &[
     "RegionDisabledException",
     "ServiceUnavailable",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(status: u16, code: Option<&str>) -> AwsError {
+        match classify_service(status, code, Some("m"), Some("req-1".to_owned())) {
+            Outcome::Failed(error) => error,
+            Outcome::Throttled { .. } => panic!("{status} {code:?} was taken for throttling"),
+        }
+    }
+
+    #[test]
+    fn throttling_is_retried_whatever_the_code() {
+        for code in ["Throttling", "ThrottlingException", "RequestLimitExceeded"] {
+            assert_eq!(
+                classify_service(400, Some(code), None, Some("r".to_owned())),
+                Outcome::Throttled {
+                    request_id: Some("r".to_owned())
+                }
+            );
+        }
+        assert!(matches!(
+            classify_service(429, None, None, None),
+            Outcome::Throttled { .. }
+        ));
+    }
+
+    #[test]
+    fn refusals_are_access_denied() {
+        for code in ["AccessDenied", "AccessDeniedException"] {
+            assert_eq!(
+                failed(403, Some(code)),
+                AwsError::AccessDenied(format!("{code}: m (request id `req-1`)"))
+            );
+        }
+        // moto answers in a shape the SDK cannot read the code from.
+        assert!(matches!(failed(403, None), AwsError::AccessDenied(_)));
+    }
+
+    #[test]
+    fn the_brokers_own_credential_problems_are_outages() {
+        for code in [
+            "InvalidClientTokenId",
+            "ExpiredToken",
+            "SignatureDoesNotMatch",
+        ] {
+            match failed(403, Some(code)) {
+                AwsError::Unavailable(message) => {
+                    assert!(
+                        message.contains("broker's own aws credentials"),
+                        "{message}"
+                    );
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn server_errors_are_outages_and_other_client_errors_invalid() {
+        assert!(matches!(
+            failed(500, Some("InternalFailure")),
+            AwsError::Unavailable(_)
+        ));
+        assert!(matches!(failed(503, None), AwsError::Unavailable(_)));
+        assert!(matches!(
+            failed(400, Some("RegionDisabledException")),
+            AwsError::Unavailable(_)
+        ));
+        for code in [
+            "MalformedPolicyDocument",
+            "PackedPolicyTooLarge",
+            "ValidationError",
+        ] {
+            assert!(
+                matches!(failed(400, Some(code)), AwsError::Invalid(_)),
+                "{code}"
+            );
+        }
+        assert!(matches!(failed(400, None), AwsError::Invalid(_)));
+    }
+
+    #[test]
+    fn messages_are_one_bounded_line() {
+        let long = format!("line one\nline two {}", "x".repeat(1000));
+        let line = describe(&long, Some("id"));
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.chars().count() <= MAX_MESSAGE_CHARS + " (request id `id`)".len());
+        assert!(line.ends_with("(request id `id`)"), "{line}");
+    }
+}
