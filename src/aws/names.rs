@@ -1,7 +1,7 @@
 //! The names CloudTrail shows for a grant: `RoleSessionName` and `SourceIdentity`, derived by the
 //! broker from the user and never chosen by them. Pure: no I/O.
 //!
-//! Both follow STS's rule `[\w+=,.@-]{2,64}` and are built by one function, [`label`], with this
+//! Both follow STS's rule `[\w+=,.@-]{2,64}` and are built by one function, `label`, with this
 //! contract:
 //!
 //! - an id that is already a valid name is used as is (`alice@example.com` stays readable);
