@@ -7,6 +7,7 @@
 //!   [`config`] parsing, [`audit`]'s chain;
 //! - use cases: [`broker`];
 //! - adapters: [`server`] (HTTPS), [`store`] (SQLite/PostgreSQL), [`oidc::keystore`] (JWKS),
+//!   [`aws::sts`] (STS AssumeRole),
 //!   [`dev`] (the loopback sandbox);
 //! - [`cli`]: the `latchkey` command.
 //!
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod aws;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -1,6 +1,7 @@
 //! Starts the real peers the integration tests talk to, once per test binary.
 //!
 //! - [`idp`]: panva's `oidc-provider` (tests/idp), the OpenID Provider latchkey trusts.
+//! - [`moto`]: moto's server standing in for AWS STS, and the AWS CLI (tests/.venv).
 //! - [`broker`]: latchkey itself, in process or as the real binary.
 
 #[allow(
@@ -9,6 +10,13 @@
 )]
 #[path = "harness/idp.rs"]
 pub mod idp;
+
+#[allow(
+    dead_code,
+    reason = "shared by many test modules; not every helper is used by every one"
+)]
+#[path = "harness/moto.rs"]
+pub mod moto;
 
 #[allow(dead_code, reason = "not every test uses every helper")]
 #[path = "harness/broker.rs"]

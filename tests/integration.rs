@@ -14,6 +14,8 @@ mod harness;
 #[path = "integration/idp_smoke.rs"]
 mod idp_smoke;
 
+#[path = "integration/aws_sts.rs"]
+mod aws_sts;
 #[path = "integration/bad_tokens.rs"]
 mod bad_tokens;
 #[path = "integration/cli.rs"]

@@ -1,0 +1,326 @@
+//! [`AssumeRoleInput`]: `AssumeRole` parameters checked against every limit STS documents, before
+//! any request is made. Pure: no I/O.
+//!
+//! SECURITY: nothing is dropped or shortened to make an input fit. A tag that breaks a rule fails
+//! the whole grant with an error naming the field, because a silently missing tag can widen what
+//! an attribute-based policy allows.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::names::{SessionName, SourceIdentity, is_name_char};
+
+/// The parameters of one `AssumeRole` call, as the broker assembles them. Not yet checked: turn
+/// them into an [`AssumeRoleInput`] with [`AssumeRoleInput::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRoleParams {
+    /// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`, from the role catalog.
+    pub role_arn: String,
+    /// `RoleSessionName`.
+    pub session_name: SessionName,
+    /// `SourceIdentity`.
+    pub source_identity: SourceIdentity,
+    /// `DurationSeconds`, 900..=43200 (the role's own maximum is checked by policy, not here).
+    pub duration_secs: u32,
+    /// Session tags, at most 50.
+    pub tags: Vec<SessionTag>,
+    /// Keys of `tags` that pass on to chained sessions.
+    pub transitive_tag_keys: Vec<String>,
+    /// An inline session policy (a JSON object) that narrows the role further.
+    pub session_policy: Option<String>,
+    /// Managed policies that narrow the role further, at most 10.
+    pub policy_arns: Vec<String>,
+    /// `ExternalId`, when the role's trust policy asks for one.
+    pub external_id: Option<String>,
+}
+
+/// A session tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTag {
+    /// 1..=128 characters; unique among the tags ignoring case; never starts with `aws:`.
+    pub key: String,
+    /// 0..=256 characters.
+    pub value: String,
+}
+
+impl SessionTag {
+    /// A tag from a key and a value.
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> SessionTag {
+        SessionTag {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// `AssumeRole` parameters that STS will accept. The only way to build one is
+/// [`AssumeRoleInput::new`], so every [`super::Aws`] implementation receives checked input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRoleInput(AssumeRoleParams);
+
+impl AssumeRoleInput {
+    /// Checks `params` against STS's limits.
+    ///
+    /// # Errors
+    ///
+    /// The first rule broken, naming the field (`tags[3].key`, `duration_secs`, ...).
+    pub fn new(params: AssumeRoleParams) -> Result<AssumeRoleInput, InputError> {
+        check_role_arn(&params.role_arn)?;
+        check_duration(params.duration_secs)?;
+        check_tags(&params.tags, &params.transitive_tag_keys)?;
+        if let Some(policy) = &params.session_policy {
+            check_session_policy(policy)?;
+        }
+        check_policy_arns(&params.policy_arns)?;
+        if let Some(external_id) = &params.external_id {
+            check_external_id(external_id)?;
+        }
+        Ok(AssumeRoleInput(params))
+    }
+
+    /// The checked parameters.
+    pub fn params(&self) -> &AssumeRoleParams {
+        &self.0
+    }
+}
+
+/// A parameter STS would refuse. The message names the field and the rule; it quotes at most the
+/// offending character, never a whole value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: {problem}")]
+pub struct InputError {
+    field: String,
+    problem: String,
+}
+
+impl InputError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> InputError {
+        InputError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The parameter at fault, such as `tags[3].key` or `duration_secs`.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+}
+
+fn check_role_arn(arn: &str) -> Result<(), InputError> {
+    const FIELD: &str = "role_arn";
+    check_len(FIELD, arn, ARN_LEN)?;
+    let (account, resource) =
+        iam_arn(arn).ok_or_else(|| InputError::new(FIELD, "is not an iam arn"))?;
+    if account == "aws" {
+        return Err(InputError::new(FIELD, "needs a 12-digit account"));
+    }
+    let name = resource
+        .strip_prefix("role/")
+        .ok_or_else(|| InputError::new(FIELD, "is not a role arn"))?;
+    check_iam_path_and_name(FIELD, name)
+}
+
+fn check_duration(secs: u32) -> Result<(), InputError> {
+    if DURATION_SECS.contains(&secs) {
+        Ok(())
+    } else {
+        Err(InputError::new(
+            "duration_secs",
+            format!("{secs} is outside 900..=43200"),
+        ))
+    }
+}
+
+fn check_tags(tags: &[SessionTag], transitive: &[String]) -> Result<(), InputError> {
+    if tags.len() > MAX_TAGS {
+        return Err(InputError::new(
+            "tags",
+            format!("{} tags, at most {MAX_TAGS} allowed", tags.len()),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, tag) in tags.iter().enumerate() {
+        let field = format!("tags[{i}].key");
+        check_len(&field, &tag.key, TAG_KEY_LEN)?;
+        check_tag_chars(&field, &tag.key)?;
+        if tag.key.to_lowercase().starts_with("aws:") {
+            return Err(InputError::new(
+                field,
+                "starts with the reserved prefix `aws:`",
+            ));
+        }
+        if !seen.insert(tag.key.to_lowercase()) {
+            return Err(InputError::new(
+                field,
+                "repeats another key (keys ignore case)",
+            ));
+        }
+        let field = format!("tags[{i}].value");
+        check_len(&field, &tag.value, TAG_VALUE_LEN)?;
+        check_tag_chars(&field, &tag.value)?;
+    }
+    let mut seen_transitive = HashSet::new();
+    for (i, key) in transitive.iter().enumerate() {
+        let field = format!("transitive_tag_keys[{i}]");
+        // SECURITY: exact match, so a transitive key never names a tag only up to case.
+        if !tags.iter().any(|tag| tag.key == *key) {
+            return Err(InputError::new(field, "is not the key of a session tag"));
+        }
+        if !seen_transitive.insert(key.as_str()) {
+            return Err(InputError::new(field, "is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+fn check_session_policy(policy: &str) -> Result<(), InputError> {
+    const FIELD: &str = "session_policy";
+    if policy.len() > MAX_POLICY_BYTES {
+        return Err(InputError::new(
+            FIELD,
+            format!(
+                "is {} bytes, at most {MAX_POLICY_BYTES} allowed",
+                policy.len()
+            ),
+        ));
+    }
+    match serde_json::from_str::<serde_json::Value>(policy) {
+        Ok(value) if value.is_object() => Ok(()),
+        Ok(_) => Err(InputError::new(FIELD, "is not a json object")),
+        Err(_) => Err(InputError::new(FIELD, "is not valid json")),
+    }
+}
+
+fn check_policy_arns(arns: &[String]) -> Result<(), InputError> {
+    if arns.len() > MAX_POLICY_ARNS {
+        return Err(InputError::new(
+            "policy_arns",
+            format!("{} arns, at most {MAX_POLICY_ARNS} allowed", arns.len()),
+        ));
+    }
+    for (i, arn) in arns.iter().enumerate() {
+        let field = format!("policy_arns[{i}]");
+        check_len(&field, arn, ARN_LEN)?;
+        let (_, resource) =
+            iam_arn(arn).ok_or_else(|| InputError::new(field.as_str(), "is not an iam arn"))?;
+        let name = resource
+            .strip_prefix("policy/")
+            .ok_or_else(|| InputError::new(field.as_str(), "is not a policy arn"))?;
+        check_iam_path_and_name(&field, name)?;
+    }
+    Ok(())
+}
+
+fn check_external_id(external_id: &str) -> Result<(), InputError> {
+    const FIELD: &str = "external_id";
+    check_len(FIELD, external_id, EXTERNAL_ID_LEN)?;
+    match external_id
+        .chars()
+        .find(|&c| !(is_name_char(c) || c == ':' || c == '/'))
+    {
+        Some(c) => Err(InputError::new(FIELD, format!("contains {}", quoted(c)))),
+        None => Ok(()),
+    }
+}
+
+/// The account and resource of `arn:PARTITION:iam::ACCOUNT:RESOURCE`, where ACCOUNT is 12 digits
+/// or `aws` (AWS managed policies).
+fn iam_arn(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (prefix, partition, service, region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let partition_ok = !partition.is_empty()
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-');
+    let account_ok =
+        account == "aws" || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
+    (prefix == "arn" && partition_ok && service == "iam" && region.is_empty() && account_ok)
+        .then_some((account, resource))
+}
+
+/// `PATH/NAME` of an IAM role or policy: `/`-separated parts of `[\w+=,.@-]`, the name not empty.
+fn check_iam_path_and_name(field: &str, path_and_name: &str) -> Result<(), InputError> {
+    let name = path_and_name.rsplit('/').next().unwrap_or_default();
+    if name.is_empty() {
+        return Err(InputError::new(field, "has an empty name"));
+    }
+    match path_and_name
+        .chars()
+        .find(|&c| !(is_name_char(c) || c == '/'))
+    {
+        Some(c) => Err(InputError::new(field, format!("contains {}", quoted(c)))),
+        None => Ok(()),
+    }
+}
+
+/// Length in characters, as STS counts it.
+fn check_len(
+    field: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<(), InputError> {
+    let len = value.chars().count();
+    if range.contains(&len) {
+        Ok(())
+    } else {
+        Err(InputError::new(
+            field,
+            format!(
+                "has {len} characters, allowed {}..={}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+/// STS's tag pattern `[\p{L}\p{Z}\p{N}_.:/=+\-@]*`.
+fn check_tag_chars(field: &str, value: &str) -> Result<(), InputError> {
+    static TAG_CHAR: LazyLock<Option<Regex>> =
+        LazyLock::new(|| Regex::new(r"\A[\p{L}\p{Z}\p{N}_.:/=+\-@]\z").ok());
+    // INVARIANT: the pattern is a constant that the tests compile; should it ever fail to compile,
+    // every tag is refused rather than accepted.
+    let Some(tag_char) = TAG_CHAR.as_ref() else {
+        return Err(InputError::new(field, "cannot be checked"));
+    };
+    let mut buf = [0u8; 4];
+    match value
+        .chars()
+        .find(|c| !tag_char.is_match(c.encode_utf8(&mut buf)))
+    {
+        Some(c) => Err(InputError::new(field, format!("contains {}", quoted(c)))),
+        None => Ok(()),
+    }
+}
+
+/// A character for an error message: printable ones in backticks, others as a code point.
+fn quoted(c: char) -> String {
+    if c.is_control() || c.is_whitespace() {
+        format!("U+{:04X}", u32::from(c))
+    } else {
+        format!("`{c}`")
+    }
+}
+
+const ARN_LEN: std::ops::RangeInclusive<usize> = 20..=2048;
+const DURATION_SECS: std::ops::RangeInclusive<u32> = 900..=43_200;
+const EXTERNAL_ID_LEN: std::ops::RangeInclusive<usize> = 2..=1224;
+const MAX_POLICY_ARNS: usize = 10;
+const MAX_POLICY_BYTES: usize = 2048;
+const MAX_TAGS: usize = 50;
+const TAG_KEY_LEN: std::ops::RangeInclusive<usize> = 1..=128;
+const TAG_VALUE_LEN: std::ops::RangeInclusive<usize> = 0..=256;
+
+#[cfg(test)]
+#[path = "input/tests.rs"]
+mod tests;

@@ -1,0 +1,236 @@
+use super::*;
+
+fn params() -> AssumeRoleParams {
+    AssumeRoleParams {
+        role_arn: "arn:aws:iam::123456789012:role/ReadOnly".to_owned(),
+        session_name: SessionName::for_user("alice@example.com", "0a1b2c3d"),
+        source_identity: SourceIdentity::for_principal("alice@example.com"),
+        duration_secs: 3600,
+        tags: vec![
+            SessionTag::new("department", "platform"),
+            SessionTag::new("team name", "Plateforme Données: ops/été=+@-_."),
+        ],
+        transitive_tag_keys: vec!["department".to_owned()],
+        session_policy: Some(r#"{"Version":"2012-10-17","Statement":[]}"#.to_owned()),
+        policy_arns: vec![
+            "arn:aws:iam::aws:policy/ReadOnlyAccess".to_owned(),
+            "arn:aws:iam::123456789012:policy/team/Narrow".to_owned(),
+        ],
+        external_id: Some("latchkey:prod/ext-1".to_owned()),
+    }
+}
+
+fn refused(params: AssumeRoleParams) -> InputError {
+    match AssumeRoleInput::new(params) {
+        Ok(input) => panic!("accepted {input:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_full_valid_input_is_accepted_unchanged() {
+    let input = AssumeRoleInput::new(params()).unwrap();
+    assert_eq!(input.params(), &params());
+}
+
+#[test]
+fn minimal_input_is_accepted() {
+    let mut p = params();
+    p.tags.clear();
+    p.transitive_tag_keys.clear();
+    p.session_policy = None;
+    p.policy_arns.clear();
+    p.external_id = None;
+    AssumeRoleInput::new(p).unwrap();
+}
+
+#[test]
+fn duration_bounds() {
+    for ok in [900, 43_200] {
+        let mut p = params();
+        p.duration_secs = ok;
+        AssumeRoleInput::new(p).unwrap();
+    }
+    for bad in [0, 899, 43_201, u32::MAX] {
+        let mut p = params();
+        p.duration_secs = bad;
+        assert_eq!(refused(p).field(), "duration_secs");
+    }
+}
+
+#[test]
+fn at_most_fifty_tags() {
+    let mut p = params();
+    p.tags = (0..50)
+        .map(|i| SessionTag::new(format!("k{i}"), "v"))
+        .collect();
+    p.transitive_tag_keys.clear();
+    AssumeRoleInput::new(p.clone()).unwrap();
+    p.tags.push(SessionTag::new("k50", "v"));
+    assert_eq!(refused(p).field(), "tags");
+}
+
+#[test]
+fn tag_key_and_value_lengths() {
+    let mut p = params();
+    p.tags = vec![
+        SessionTag::new("k".repeat(128), "v".repeat(256)),
+        SessionTag::new("e", ""),
+    ];
+    p.transitive_tag_keys.clear();
+    AssumeRoleInput::new(p.clone()).unwrap();
+
+    p.tags = vec![SessionTag::new("k".repeat(129), "v")];
+    assert_eq!(refused(p.clone()).field(), "tags[0].key");
+    p.tags = vec![SessionTag::new("", "v")];
+    assert_eq!(refused(p.clone()).field(), "tags[0].key");
+    p.tags = vec![SessionTag::new("k", "v".repeat(257))];
+    assert_eq!(refused(p.clone()).field(), "tags[0].value");
+    // Characters, not bytes: 128 two-byte letters are fine.
+    p.tags = vec![SessionTag::new("é".repeat(128), "ü".repeat(256))];
+    AssumeRoleInput::new(p).unwrap();
+}
+
+#[test]
+fn tag_characters() {
+    for bad in [
+        "<",
+        ">",
+        "a\"b",
+        "semi;colon",
+        "tab\there",
+        "new\nline",
+        "emoji😀",
+        "a*b",
+        "#",
+    ] {
+        let mut p = params();
+        p.tags = vec![SessionTag::new("ok", bad)];
+        p.transitive_tag_keys.clear();
+        assert_eq!(refused(p.clone()).field(), "tags[0].value", "{bad:?}");
+        p.tags = vec![SessionTag::new(bad, "ok")];
+        assert_eq!(refused(p).field(), "tags[0].key", "{bad:?}");
+    }
+    for good in ["Ünïcødé", "日本語", "١٢٣", "a b\u{3000}c", "_.:/=+-@"] {
+        let mut p = params();
+        p.tags = vec![SessionTag::new(good, good)];
+        p.transitive_tag_keys.clear();
+        AssumeRoleInput::new(p).unwrap();
+    }
+}
+
+#[test]
+fn the_error_quotes_the_character_not_the_value() {
+    let mut p = params();
+    p.tags = vec![SessionTag::new("k", "secret-looking<value")];
+    p.transitive_tag_keys.clear();
+    let message = refused(p).to_string();
+    assert_eq!(message, "invalid `tags[0].value`: contains `<`");
+}
+
+#[test]
+fn reserved_and_duplicate_keys() {
+    for key in ["aws:foo", "AWS:foo", "Aws:"] {
+        let mut p = params();
+        p.tags = vec![SessionTag::new(key, "v")];
+        p.transitive_tag_keys.clear();
+        assert_eq!(refused(p).field(), "tags[0].key", "{key}");
+    }
+    let mut p = params();
+    p.tags = vec![SessionTag::new("Team", "a"), SessionTag::new("team", "b")];
+    p.transitive_tag_keys.clear();
+    let e = refused(p);
+    assert_eq!(e.field(), "tags[1].key");
+    assert!(e.to_string().contains("repeats"), "{e}");
+}
+
+#[test]
+fn transitive_keys_must_name_tags_exactly_once() {
+    let mut p = params();
+    p.transitive_tag_keys = vec!["missing".to_owned()];
+    assert_eq!(refused(p).field(), "transitive_tag_keys[0]");
+    let mut p = params();
+    p.transitive_tag_keys = vec!["Department".to_owned()];
+    assert_eq!(refused(p).field(), "transitive_tag_keys[0]");
+    let mut p = params();
+    p.transitive_tag_keys = vec!["department".to_owned(), "department".to_owned()];
+    assert_eq!(refused(p).field(), "transitive_tag_keys[1]");
+}
+
+#[test]
+fn session_policy_is_a_small_json_object() {
+    for bad in ["", "[]", "\"s\"", "{", "null", "{\"a\":1} trailing"] {
+        let mut p = params();
+        p.session_policy = Some(bad.to_owned());
+        assert_eq!(refused(p).field(), "session_policy", "{bad:?}");
+    }
+    let mut p = params();
+    let filler = "x".repeat(2048 - r#"{"a":""}"#.len());
+    p.session_policy = Some(format!(r#"{{"a":"{filler}"}}"#));
+    AssumeRoleInput::new(p.clone()).unwrap();
+    p.session_policy = Some(format!(r#"{{"a":"{filler}x"}}"#));
+    assert_eq!(refused(p).field(), "session_policy");
+}
+
+#[test]
+fn policy_arns() {
+    let mut p = params();
+    p.policy_arns = (0..10)
+        .map(|i| format!("arn:aws:iam::123456789012:policy/p{i}"))
+        .collect();
+    AssumeRoleInput::new(p.clone()).unwrap();
+    p.policy_arns
+        .push("arn:aws:iam::123456789012:policy/p10".to_owned());
+    assert_eq!(refused(p).field(), "policy_arns");
+    for bad in [
+        "arn:aws:iam::123456789012:role/NotAPolicy",
+        "arn:aws:s3:::bucket/policy/x",
+        "arn:aws:iam::12345:policy/ShortAccount",
+        "arn:aws:iam:us-east-1:123456789012:policy/Regional",
+        "arn:aws:iam::123456789012:policy/",
+        "arn:aws:iam::123456789012:policy/bad name",
+        "not-an-arn-at-all-really",
+    ] {
+        let mut p = params();
+        p.policy_arns = vec![bad.to_owned()];
+        assert_eq!(refused(p).field(), "policy_arns[0]", "{bad}");
+    }
+}
+
+#[test]
+fn role_arn() {
+    for good in [
+        "arn:aws:iam::123456789012:role/R",
+        "arn:aws-us-gov:iam::123456789012:role/path/to/Role+=,.@_-",
+    ] {
+        let mut p = params();
+        p.role_arn = good.to_owned();
+        AssumeRoleInput::new(p).unwrap();
+    }
+    for bad in [
+        "",
+        "arn:aws:iam::123456789012:user/alice",
+        "arn:aws:iam::aws:role/AwsOwned",
+        "arn:aws:iam::123456789012:role/",
+        "arn:aws:iam::123456789012:role/a b",
+        "arn:aws:sts::123456789012:assumed-role/R/s",
+    ] {
+        let mut p = params();
+        p.role_arn = bad.to_owned();
+        assert_eq!(refused(p).field(), "role_arn", "{bad}");
+    }
+}
+
+#[test]
+fn external_id() {
+    for good in ["ab", "urn:a/b=c,d.e@f+g_h-i", &"x".repeat(1224)] {
+        let mut p = params();
+        p.external_id = Some(good.to_owned());
+        AssumeRoleInput::new(p).unwrap();
+    }
+    for bad in ["", "a", "has space", "semi;colon", "ünï", &"x".repeat(1225)] {
+        let mut p = params();
+        p.external_id = Some(bad.to_owned());
+        assert_eq!(refused(p).field(), "external_id", "{bad}");
+    }
+}
