@@ -18,6 +18,8 @@ mod idp_smoke;
 mod aws_sts;
 #[path = "integration/bad_tokens.rs"]
 mod bad_tokens;
+#[path = "integration/credentials.rs"]
+mod credentials;
 #[path = "integration/identity.rs"]
 mod identity;
 #[path = "integration/sandbox.rs"]
