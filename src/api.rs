@@ -62,6 +62,80 @@ pub struct Ready {
     pub store: String,
 }
 
+/// `POST /v1/credentials`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRequest {
+    /// The role's catalog name (never an ARN).
+    pub role: String,
+    /// Requested session length; the role's default when absent.
+    #[serde(default)]
+    pub duration_seconds: Option<u32>,
+    /// Why, for the audit log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Short-lived credentials for one role, as `POST /v1/credentials` answers.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsResponse {
+    /// The AWS access key id (logged and audited).
+    pub access_key_id: String,
+    /// The secret access key (never logged or stored).
+    pub secret_access_key: String,
+    /// The session token (never logged or stored).
+    pub session_token: String,
+    /// When the credentials expire (RFC 3339).
+    pub expiration: String,
+    /// The role's catalog name.
+    pub role: String,
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The grant id, also the `latchkey-grant` session tag.
+    pub grant_id: String,
+    /// The SourceIdentity CloudTrail shows for this session.
+    pub source_identity: String,
+    /// The RoleSessionName.
+    pub session_name: String,
+}
+
+impl std::fmt::Debug for CredentialsResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsResponse")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .field("role", &self.role)
+            .field("grant_id", &self.grant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolesResponse {
+    /// Every catalog role, in catalog order.
+    pub roles: Vec<RoleStatus>,
+}
+
+/// One role and what the caller may do with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleStatus {
+    /// The catalog name.
+    pub name: String,
+    /// The role's ARN.
+    pub arn: String,
+    /// What the role is for.
+    pub description: Option<String>,
+    /// Longest session, in seconds.
+    pub max_duration_seconds: u64,
+    /// `allowed` or `denied`.
+    pub status: String,
+    /// Why, for a person.
+    pub reasons: Vec<String>,
+    /// The policies that decided.
+    pub determining_policies: Vec<String>,
+}
+
 /// An RFC 9457 problem document, as every error is answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
@@ -80,6 +154,9 @@ pub struct Problem {
     /// The request id, to find the server's log line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// For denials: why, one reason per line of policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// The problem+json media type.

@@ -1,20 +1,28 @@
-//! The use cases, independent of HTTP: who am I, how to log in, is the service ready.
+//! The use cases, independent of HTTP: who am I, how to log in, which roles may I have, give me
+//! credentials, reload the policy, is the service ready.
 //!
-//! Later use cases (credentials, SSH keys, break-glass) live here too. Each takes an already
+//! Later use cases (SSH keys, break-glass) live here too. Each takes an already
 //! verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
 //! audits first through [`Auditor`], and fails closed when the audit cannot be written.
 
-use std::sync::Arc;
+mod credentials;
+mod reload;
+
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
 use crate::api::{WellKnown, WellKnownIssuer, WhoAmI};
-use crate::audit::{AuditEvent, Auditor};
+use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::aws::Aws;
 use crate::clock::SharedClock;
 use crate::config::{ProviderConfig, TokenKind};
 use crate::identity::Identity;
+use crate::policy::PolicySet;
 use crate::store::Store;
+pub use credentials::GRANT_TAG;
+pub use reload::ReloadOutcome;
 
 /// Why a use case could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +30,35 @@ pub enum BrokerError {
     /// The audit record could not be written durably, so nothing was done.
     #[error("the audit log is unavailable")]
     AuditUnavailable,
+    /// The policy denied the request.
+    #[error("denied")]
+    Denied {
+        /// Why, for a person.
+        reasons: Vec<String>,
+    },
+    /// The requested duration is outside what the role allows.
+    #[error("{0}")]
+    Duration(String),
+    /// The session could not be built from the caller's attributes (a tag would be invalid).
+    #[error("{0}")]
+    SessionInvalid(String),
+    /// STS refused the broker.
+    #[error("sts refused the request")]
+    StsAccessDenied,
+    /// STS did not answer in time, throttled, or failed.
+    #[error("sts is unavailable")]
+    StsUnavailable,
+}
+
+/// Where a request came from, for the audit record.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// The server's request id.
+    pub request_id: Option<String>,
 }
 
 /// Why the service is not ready.
@@ -38,23 +75,48 @@ pub struct Broker {
     providers: Vec<ProviderConfig>,
     store: Arc<dyn Store>,
     auditor: Arc<Auditor>,
+    aws: Arc<dyn Aws>,
+    policy: RwLock<Arc<PolicySet>>,
     clock: SharedClock,
+}
+
+/// The ports a [`Broker`] is built from.
+pub struct Ports {
+    /// Trusted issuers (for `.well-known`).
+    pub providers: Vec<ProviderConfig>,
+    /// State and the audit chain.
+    pub store: Arc<dyn Store>,
+    /// Appends audit records durably.
+    pub auditor: Arc<Auditor>,
+    /// STS.
+    pub aws: Arc<dyn Aws>,
+    /// The policy in force at start.
+    pub policy: PolicySet,
+    /// Time.
+    pub clock: SharedClock,
 }
 
 impl Broker {
     /// A broker over the given ports.
-    pub fn new(
-        providers: Vec<ProviderConfig>,
-        store: Arc<dyn Store>,
-        auditor: Arc<Auditor>,
-        clock: SharedClock,
-    ) -> Self {
+    pub fn new(ports: Ports) -> Self {
         Self {
-            providers,
-            store,
-            auditor,
-            clock,
+            providers: ports.providers,
+            store: ports.store,
+            auditor: ports.auditor,
+            aws: ports.aws,
+            policy: RwLock::new(Arc::new(ports.policy)),
+            clock: ports.clock,
         }
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<PolicySet> {
+        Arc::clone(
+            &self
+                .policy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// What the caller's token says about them.
@@ -116,10 +178,26 @@ impl Broker {
             user_agent: None,
             request_id: None,
         };
+        self.audit(event).await
+    }
+
+    /// Appends one audit record durably; any failure is [`BrokerError::AuditUnavailable`].
+    async fn audit(&self, event: AuditEvent) -> Result<(), BrokerError> {
+        let name = event.event.clone();
         self.auditor.append(event).await.map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, "cannot write the audit record");
+            tracing::error!(audit.event = %name, error = %e, "cannot write the audit record");
             BrokerError::AuditUnavailable
         })
+    }
+}
+
+/// The audit actor for an identity.
+fn actor(id: &Identity) -> Actor {
+    Actor {
+        issuer: id.issuer.clone(),
+        subject: id.subject.clone(),
+        email: id.email.clone(),
+        groups: id.groups.clone(),
     }
 }
 

@@ -141,6 +141,9 @@ pub struct AwsConfig {
     pub region: String,
     /// An endpoint override (tests and the sandbox).
     pub endpoint_url: Option<Url>,
+    /// Sign with fixed dummy credentials instead of the default chain; only with a loopback
+    /// `endpoint_url` (moto in tests and the sandbox), so the chain never probes instance metadata.
+    pub dangerous_test_credentials: bool,
 }
 
 /// `[policy]`.
@@ -563,6 +566,7 @@ fn parse_aws(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<AwsConfig> {
     let mut f = Fields::new("aws", table, issues);
     let region: Option<String> = f.optional("region");
     let endpoint: Option<String> = f.optional("endpoint_url");
+    let test_credentials: bool = f.optional("dangerous_test_credentials").unwrap_or(false);
     let endpoint_url = match endpoint.map(|e| Url::parse(&e)) {
         None => Some(None),
         Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => Some(Some(u)),
@@ -571,10 +575,18 @@ fn parse_aws(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<AwsConfig> {
             None
         }
     };
+    let loopback = matches!(&endpoint_url, Some(Some(u)) if is_loopback_host(u));
+    if test_credentials && !loopback {
+        f.error(
+            "aws.dangerous_test_credentials".into(),
+            "is allowed only with a loopback `endpoint_url`".into(),
+        );
+    }
     f.finish();
     Some(AwsConfig {
         region: region.unwrap_or_else(|| "us-east-1".to_owned()),
         endpoint_url: endpoint_url?,
+        dangerous_test_credentials: test_credentials && loopback,
     })
 }
 

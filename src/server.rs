@@ -21,10 +21,13 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{Auditor, ChainKey, Sink, SinkConfig};
-use crate::broker::Broker;
+use crate::aws::Aws;
+use crate::aws::sts::StsAws;
+use crate::broker::{Broker, Ports, ReloadOutcome};
 use crate::clock::SharedClock;
 use crate::config::{AuditSinkConfig, Config, ServerConfig};
 use crate::oidc::{Authenticator, KeyStore};
+use crate::policy::PolicySet;
 use listener::ListenerLimits;
 
 /// Largest request body accepted, in bytes.
@@ -56,6 +59,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The policy is invalid.
+    #[error("policy: {0}")]
+    Policy(String),
     /// The OIDC key caches could not be prepared.
     #[error("oidc: {0}")]
     Keys(#[from] crate::oidc::keystore::KeyStoreError),
@@ -76,6 +82,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/readyz", get(routes::readyz))
         .route("/.well-known/latchkey", get(routes::well_known))
         .route("/v1/whoami", get(routes::whoami))
+        .route("/v1/roles", get(routes::roles))
+        .route("/v1/credentials", axum::routing::post(routes::credentials))
         .fallback(routes::not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -94,6 +102,7 @@ pub struct Server {
     state: AppState,
     keys: Arc<KeyStore>,
     config: ServerConfig,
+    policy_dir: std::path::PathBuf,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -127,12 +136,29 @@ impl Server {
             Arc::clone(&keys),
             Arc::clone(&clock),
         ));
-        let broker = Arc::new(Broker::new(
-            config.oidc.providers.clone(),
+        let policy =
+            PolicySet::load(&config.policy.dir).map_err(|e| StartError::Policy(e.to_string()))?;
+        let aws: Arc<dyn Aws> = if config.aws.dangerous_test_credentials {
+            // Loopback endpoints only (checked by config): never probe the real credential chain.
+            let dummy = aws_sdk_sts::config::Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "latchkey-test",
+            );
+            Arc::new(StsAws::with_credentials(&config.aws, dummy).await)
+        } else {
+            Arc::new(StsAws::new(&config.aws).await)
+        };
+        let broker = Arc::new(Broker::new(Ports {
+            providers: config.oidc.providers.clone(),
             store,
             auditor,
+            aws,
+            policy,
             clock,
-        ));
+        }));
         broker
             .record_start()
             .await
@@ -141,6 +167,7 @@ impl Server {
             state: AppState { broker, auth },
             keys,
             config: config.server.clone(),
+            policy_dir: config.policy.dir.clone(),
             tls,
         })
     }
@@ -166,6 +193,10 @@ impl Server {
             let mut rx = stop_rx;
             let _ = rx.wait_for(|stop| *stop).await;
         }));
+        let reloader = tokio::spawn(reload_on_sighup(
+            Arc::clone(&self.state.broker),
+            self.policy_dir.clone(),
+        ));
         let app = router(self.state, &self.config);
         let limits = ListenerLimits {
             header_read_timeout: self.config.header_read_timeout,
@@ -175,6 +206,7 @@ impl Server {
         listener::serve(listener, self.tls, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = refresher.await;
+        reloader.abort();
     }
 }
 
@@ -199,4 +231,31 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutdown signal received");
+}
+
+/// Reloads the policy on every SIGHUP until aborted; a bad policy keeps the old one.
+async fn reload_on_sighup(broker: Arc<Broker>, dir: std::path::PathBuf) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; policy reload by signal is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match broker.reload_policy(&dir).await {
+                Ok(ReloadOutcome::Applied { roles }) => {
+                    tracing::info!(policy.roles = roles, "policy reloaded");
+                }
+                Ok(ReloadOutcome::Rejected { errors }) => {
+                    tracing::error!(policy.errors = ?errors, "policy reload rejected; keeping the previous policy");
+                }
+                Err(e) => tracing::error!(error = %e, "policy reload could not be audited"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (broker, dir);
+    }
 }

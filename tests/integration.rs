@@ -20,6 +20,8 @@ mod aws_sts;
 mod bad_tokens;
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/credentials.rs"]
+mod credentials;
 #[path = "integration/identity.rs"]
 mod identity;
 #[path = "integration/sandbox.rs"]

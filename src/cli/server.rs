@@ -20,6 +20,10 @@ pub(super) async fn run(path: &Path) -> ExitCode {
     };
     let server = match Server::build(&config, Arc::new(SystemClock)).await {
         Ok(s) => s,
+        Err(e @ crate::server::StartError::Policy(_)) => {
+            eprintln!("latchkey: invalid policy:\n{e}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;

@@ -147,6 +147,23 @@ fn issuer_must_be_https_or_loopback_http() {
 }
 
 #[test]
+fn test_credentials_need_a_loopback_endpoint() {
+    let ok = "[aws]\nendpoint_url = \"http://127.0.0.1:5000\"\ndangerous_test_credentials = true\n";
+    let c = Config::from_toml(&plain(ok), base(), &no_env()).unwrap();
+    assert!(c.aws.dangerous_test_credentials);
+    for bad in [
+        "[aws]\ndangerous_test_credentials = true\n",
+        "[aws]\nendpoint_url = \"https://sts.amazonaws.com\"\ndangerous_test_credentials = true\n",
+    ] {
+        let err = Config::from_toml(&plain(bad), base(), &no_env()).unwrap_err();
+        assert_eq!(
+            err.issues[0].path, "aws.dangerous_test_credentials",
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn duplicate_issuers_are_refused() {
     let extra = r#"
 [[oidc.provider]]

@@ -84,6 +84,36 @@ impl ApiError {
                     "Audit log unavailable",
                     Some("the audit record could not be written, so nothing was done".into()),
                 ),
+                BrokerError::Denied { reasons } => {
+                    s(S::FORBIDDEN, "denied", "Denied", Some(reasons.join("; ")))
+                }
+                BrokerError::Duration(d) => s(
+                    S::BAD_REQUEST,
+                    "duration_invalid",
+                    "Invalid duration",
+                    Some(d.clone()),
+                ),
+                BrokerError::SessionInvalid(d) => s(
+                    S::UNPROCESSABLE_ENTITY,
+                    "session_invalid",
+                    "Session cannot be built",
+                    Some(d.clone()),
+                ),
+                BrokerError::StsAccessDenied => s(
+                    S::FORBIDDEN,
+                    "sts_access_denied",
+                    "STS refused",
+                    Some(
+                        "AWS refused to let the broker assume the role; ask an administrator"
+                            .into(),
+                    ),
+                ),
+                BrokerError::StsUnavailable => s(
+                    S::SERVICE_UNAVAILABLE,
+                    "sts_unavailable",
+                    "STS unavailable",
+                    Some("AWS STS did not answer in time; try again".into()),
+                ),
             },
             Self::BodyTooLarge => s(
                 S::PAYLOAD_TOO_LARGE,
@@ -186,6 +216,17 @@ pub fn problem_response(
     title: &str,
     detail: Option<String>,
 ) -> Response {
+    problem_response_with(status, code, title, detail, Vec::new())
+}
+
+/// A problem response that also lists the policy's reasons.
+fn problem_response_with(
+    status: StatusCode,
+    code: &'static str,
+    title: &str,
+    detail: Option<String>,
+    reasons: Vec<String>,
+) -> Response {
     let request_id = REQUEST_ID.try_with(Clone::clone).ok();
     let body = Problem {
         type_: format!("urn:latchkey:problem:{code}"),
@@ -194,6 +235,7 @@ pub fn problem_response(
         detail,
         code: code.to_owned(),
         request_id,
+        reasons,
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let mut resp = (status, json).into_response();
@@ -206,7 +248,12 @@ pub fn problem_response(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let shape = self.shape();
-        let mut resp = problem_response(shape.status, shape.code, shape.title, shape.detail);
+        let reasons = match &self {
+            Self::Broker(BrokerError::Denied { reasons }) => reasons.clone(),
+            _ => Vec::new(),
+        };
+        let mut resp =
+            problem_response_with(shape.status, shape.code, shape.title, shape.detail, reasons);
         if let Self::Auth(a) = &self
             && shape.status == StatusCode::UNAUTHORIZED
         {

@@ -1,13 +1,19 @@
 //! The routes: thin adapters from HTTP to the broker's use cases.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::http::header::USER_AGENT;
+use axum::http::request::Parts;
 
 use super::AppState;
 use super::auth::Principal;
-use super::error::ApiError;
-use crate::api::{Ready, WellKnown, WhoAmI};
-use crate::broker::NotReady;
+use super::error::{ApiError, RequestId};
+use crate::api::{
+    CredentialsRequest, CredentialsResponse, Ready, RolesResponse, WellKnown, WhoAmI,
+};
+use crate::broker::{NotReady, RequestMeta};
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> &'static str {
@@ -36,7 +42,66 @@ pub async fn whoami(State(s): State<AppState>, Principal(id): Principal) -> Json
     Json(s.broker.whoami(&id))
 }
 
+/// `GET /v1/roles`: every role, allowed or denied for the caller, and why.
+pub async fn roles(State(s): State<AppState>, Principal(id): Principal) -> Json<RolesResponse> {
+    Json(s.broker.roles(&id))
+}
+
+/// `POST /v1/credentials`: short-lived credentials for one role.
+pub async fn credentials(
+    State(s): State<AppState>,
+    meta: Meta,
+    Principal(id): Principal,
+    ApiJson(req): ApiJson<CredentialsRequest>,
+) -> Result<Json<CredentialsResponse>, ApiError> {
+    Ok(Json(s.broker.issue_credentials(&id, &req, &meta.0).await?))
+}
+
 /// Any other path.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound
+}
+
+/// A JSON body whose rejections are problem+json `bad_request` answers.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::BodyTooLarge)
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// Where a request came from, for the audit record.
+pub struct Meta(pub RequestMeta);
+
+impl<S: Send + Sync> FromRequestParts<S> for Meta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().filter(|c| !c.is_control()).take(256).collect());
+        Ok(Meta(RequestMeta {
+            client_addr: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string()),
+            user_agent,
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+        }))
+    }
 }

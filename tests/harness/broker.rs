@@ -30,6 +30,10 @@ pub struct BrokerOptions {
     pub store_url: Option<String>,
     /// Extra lines appended to the `[server]` table.
     pub server_extra: String,
+    /// The AWS endpoint (moto); none by default.
+    pub aws_endpoint: Option<String>,
+    /// The policy directory; the shipped `policies/` by default.
+    pub policy_dir: PathBuf,
 }
 
 impl BrokerOptions {
@@ -39,7 +43,15 @@ impl BrokerOptions {
             issuers: vec![issuer.into()],
             store_url: None,
             server_extra: String::new(),
+            aws_endpoint: None,
+            policy_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
         }
+    }
+
+    /// The same, with STS at `endpoint` (moto).
+    pub fn with_aws(mut self, endpoint: impl Into<String>) -> Self {
+        self.aws_endpoint = Some(endpoint.into());
+        self
     }
 }
 
@@ -64,6 +76,15 @@ pub fn write_config(dir: &Path, opts: &BrokerOptions, listen: &str) -> PathBuf {
          [audit]\nsink = \"file:audit.jsonl\"\n",
         opts.server_extra
     );
+    text.push_str(&format!(
+        "[policy]\ndir = \"{}\"\n",
+        opts.policy_dir.display()
+    ));
+    if let Some(endpoint) = &opts.aws_endpoint {
+        text.push_str(&format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\ndangerous_test_credentials = true\n"
+        ));
+    }
     for issuer in &opts.issuers {
         text.push_str(&format!(
             "[[oidc.provider]]\nissuer = \"{issuer}\"\naudiences = [{audiences}]\n\
@@ -128,6 +149,17 @@ impl TestBroker {
     /// Polls `/readyz` until it answers 200 (deadline 20 s).
     pub async fn wait_ready(&self) {
         wait_ready(&self.http, &self.url).await;
+    }
+
+    /// `POST /v1/credentials` with `body` as `token`.
+    pub async fn credentials(&self, token: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/credentials", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// `GET path` with an optional bearer token.

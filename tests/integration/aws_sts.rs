@@ -30,6 +30,7 @@ fn aws_config(endpoint: &str) -> AwsConfig {
     AwsConfig {
         region: moto::REGION.to_owned(),
         endpoint_url: Some(Url::parse(endpoint).unwrap()),
+        dangerous_test_credentials: true,
     }
 }
 
