@@ -8,98 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{ClientError, sanitize};
+pub use crate::api::{CredentialsRequest, CredentialsResponse, RoleStatus, RolesResponse};
 use crate::api::{Problem, WellKnown, WhoAmI};
-
-/// `POST /v1/credentials` body.
-#[derive(Debug, Clone, Serialize)]
-pub struct CredentialsRequest {
-    /// The role's name.
-    pub role: String,
-    /// Requested lifetime; the role's maximum caps it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration_seconds: Option<u32>,
-    /// Why, for the audit record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// `POST /v1/credentials` answer: the temporary credentials and the grant behind them.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct CredentialsResponse {
-    /// AWS access key id.
-    pub access_key_id: String,
-    /// AWS secret access key.
-    pub secret_access_key: String,
-    /// AWS session token.
-    pub session_token: String,
-    /// When the credentials expire (RFC 3339).
-    pub expiration: String,
-    /// The role's name.
-    pub role: String,
-    /// The role's ARN.
-    pub role_arn: String,
-    /// The audit grant id.
-    pub grant_id: String,
-    /// The STS source identity.
-    pub source_identity: String,
-    /// The STS session name.
-    pub session_name: String,
-}
-
-impl std::fmt::Debug for CredentialsResponse {
-    // SECURITY: never print the secret or the session token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialsResponse")
-            .field("access_key_id", &self.access_key_id)
-            .field("expiration", &self.expiration)
-            .field("role", &self.role)
-            .field("grant_id", &self.grant_id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// `GET /v1/roles` answer.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RolesResponse {
-    /// Every role in the catalog, with the decision for the caller.
-    pub roles: Vec<RoleView>,
-}
-
-/// One role in [`RolesResponse`].
-#[derive(Debug, Clone, Deserialize)]
-pub struct RoleView {
-    /// The role's name.
-    pub name: String,
-    /// The role's ARN.
-    pub arn: String,
-    /// What the role is for.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Longest session the role allows.
-    #[serde(default)]
-    pub max_duration_seconds: Option<u64>,
-    /// `allowed` or `denied`.
-    pub status: String,
-    /// Why (for a denial: what is missing).
-    #[serde(default)]
-    pub reasons: Vec<String>,
-    /// The policies that decided.
-    #[serde(default)]
-    pub determining_policies: Vec<String>,
-}
-
-/// The broker's problem document with the optional `reasons` of a denial.
-#[derive(Debug, Deserialize)]
-struct ProblemWithReasons {
-    #[serde(flatten)]
-    problem: Problem,
-    #[serde(default)]
-    reasons: Vec<String>,
-}
 
 /// A client for one broker.
 #[derive(Debug, Clone)]
@@ -288,7 +201,7 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn problem_error(status: u16, body: &[u8], role: Option<&str>) -> ClientError {
-    let Ok(p) = serde_json::from_slice::<ProblemWithReasons>(body) else {
+    let Ok(p) = serde_json::from_slice::<Problem>(body) else {
         return ClientError::Server {
             status,
             code: "unknown".into(),
@@ -296,8 +209,8 @@ fn problem_error(status: u16, body: &[u8], role: Option<&str>) -> ClientError {
             request_id: None,
         };
     };
-    let detail = p.problem.detail.as_deref().map(sanitize);
-    let code = sanitize(&p.problem.code);
+    let detail = p.detail.as_deref().map(sanitize);
+    let code = sanitize(&p.code);
     match (status, code.as_str()) {
         (403, _) => ClientError::Denied {
             role: role.map(str::to_owned),
@@ -312,7 +225,7 @@ fn problem_error(status: u16, body: &[u8], role: Option<&str>) -> ClientError {
             status,
             code,
             detail,
-            request_id: p.problem.request_id.as_deref().map(sanitize),
+            request_id: p.request_id.as_deref().map(sanitize),
         },
     }
 }
