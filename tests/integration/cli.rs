@@ -463,3 +463,226 @@ async fn the_sandbox_answers_a_device_login_for_the_chosen_user() {
     assert!(whoami.status.success(), "{}", stderr(&whoami));
     assert_ne!(home.login_json()["refresh_token"], old_refresh);
 }
+
+// === credentials against a broker that assumes roles in moto ===
+
+/// A broker trusting the shared IdP, assuming roles in the shared moto.
+pub async fn aws_broker(idp: &Idp) -> TestBroker {
+    let moto = crate::harness::moto::shared().await;
+    TestBroker::start(BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint())).await
+}
+
+/// How many grants the broker has made (its audit stream's issued-credentials records).
+fn grants(broker: &TestBroker) -> usize {
+    broker
+        .audit_lines()
+        .lines()
+        .filter(|l| l.contains("\"credentials.issued\""))
+        .count()
+}
+
+async fn logged_in(broker: &TestBroker, user: &str) -> Home {
+    let home = Home::new();
+    let login = home.login_code_flow(broker, user).await;
+    assert!(login.status.success(), "login failed: {}", stderr(&login));
+    home
+}
+
+#[tokio::test]
+async fn credentials_prints_exactly_the_process_json_and_a_second_call_uses_the_cache() {
+    let idp = idp::shared().await;
+    let broker = aws_broker(idp).await;
+    let home = logged_in(&broker, "alice").await;
+
+    let first = home.run(&["credentials", "--role", "readonly"]).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(first.stderr.is_empty(), "{}", stderr(&first));
+    let text = stdout(&first);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "Version",
+            "AccessKeyId",
+            "SecretAccessKey",
+            "SessionToken",
+            "Expiration"
+        ]
+    );
+    assert_eq!(json["Version"], 1);
+    assert!(chrono::DateTime::parse_from_rfc3339(json["Expiration"].as_str().unwrap()).is_ok());
+    assert_eq!(grants(&broker), 1);
+
+    let second = home.run(&["credentials", "--role", "readonly"]).await;
+    assert!(second.status.success());
+    assert_eq!(stdout(&second), text, "served from the cache");
+    assert_eq!(grants(&broker), 1, "no second request to the server");
+
+    assert_eq!(mode(&home.cache_dir()), 0o700);
+    let entries: Vec<PathBuf> = std::fs::read_dir(home.cache_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!entries.is_empty());
+    for e in &entries {
+        assert_eq!(mode(e), 0o600, "{}", e.display());
+    }
+    let secret = json["SecretAccessKey"].as_str().unwrap();
+    assert!(
+        !broker.audit_lines().contains(secret),
+        "no secret in the audit stream"
+    );
+}
+
+#[tokio::test]
+async fn twenty_parallel_credentials_calls_make_one_grant() {
+    let idp = idp::shared().await;
+    let broker = aws_broker(idp).await;
+    let home = logged_in(&broker, "alice").await;
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            home.cmd(&["credentials", "--role", "readonly"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for child in children {
+        outputs.push(wait(child).await);
+    }
+    for o in &outputs {
+        assert!(o.status.success(), "{}", stderr(o));
+        assert_eq!(o.stdout, outputs[0].stdout);
+    }
+    assert_eq!(grants(&broker), 1);
+}
+
+#[tokio::test]
+async fn exec_sets_the_environment_and_passes_the_exit_code() {
+    let idp = idp::shared().await;
+    let broker = aws_broker(idp).await;
+    let home = logged_in(&broker, "alice").await;
+    let script = r#"test -n "$AWS_SECRET_ACCESS_KEY" && test -n "$AWS_SESSION_TOKEN" \
+        && test -n "$AWS_CREDENTIAL_EXPIRATION" && test -z "$AWS_PROFILE" \
+        && echo "$AWS_ACCESS_KEY_ID"; exit 7"#;
+    let out = home
+        .cmd(&["exec", "--role", "readonly", "--", "sh", "-c", script])
+        .env("AWS_PROFILE", "something-else")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let creds: Value = serde_json::from_slice(
+        &home
+            .run(&["credentials", "--role", "readonly"])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(stdout(&out).trim(), creds["AccessKeyId"].as_str().unwrap());
+
+    let env = home.run(&["env", "--role", "readonly"]).await;
+    assert!(env.status.success());
+    let text = stdout(&env);
+    assert!(text.contains(&format!(
+        "export AWS_ACCESS_KEY_ID='{}'\n",
+        creds["AccessKeyId"].as_str().unwrap()
+    )));
+    assert!(text.ends_with("unset AWS_PROFILE\n"), "{text}");
+    let fish = home
+        .run(&["env", "--role", "readonly", "--shell", "fish"])
+        .await;
+    assert!(stdout(&fish).starts_with("set -gx AWS_ACCESS_KEY_ID '"));
+}
+
+#[tokio::test]
+async fn configure_twice_changes_nothing_and_the_aws_cli_uses_the_profile() {
+    let idp = idp::shared().await;
+    let broker = aws_broker(idp).await;
+    let home = logged_in(&broker, "alice").await;
+    let original = "# my settings\n[default]\nregion = eu-west-1\n\n[profile other]\nrole_arn = arn:aws:iam::1:role/x\nsource_profile = default\n";
+    std::fs::write(home.aws_config(), original).unwrap();
+
+    let first = home.run(&["configure", "--region", "us-east-1"]).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let once = std::fs::read_to_string(home.aws_config()).unwrap();
+    assert!(once.starts_with(original), "{once}");
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_latchkey")).unwrap();
+    assert!(
+        once.contains(&format!(
+            "[profile latchkey-readonly]\nregion = us-east-1\ncredential_process = {} credentials --role readonly\n",
+            exe.display()
+        )),
+        "{once}"
+    );
+    assert!(
+        !once.contains("latchkey-prod-admin"),
+        "alice may not assume prod-admin"
+    );
+    let second = home.run(&["configure", "--region", "us-east-1"]).await;
+    assert!(second.status.success());
+    assert_eq!(std::fs::read_to_string(home.aws_config()).unwrap(), once);
+
+    let moto = crate::harness::moto::shared().await;
+    // The AWS CLI runs `latchkey credentials`, which calls the broker in this test's runtime:
+    // wait for it without blocking that runtime.
+    let mut aws = moto.aws_cli();
+    aws.args([
+        "sts",
+        "get-caller-identity",
+        "--profile",
+        "latchkey-readonly",
+        "--output",
+        "json",
+    ])
+    .env("AWS_CONFIG_FILE", home.aws_config())
+    .env("HOME", home.path())
+    .env("XDG_CONFIG_HOME", home.path().join("config"))
+    .env("XDG_CACHE_HOME", home.path().join("cache"));
+    let out = tokio::process::Command::from(aws).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arn = id["Arn"].as_str().unwrap();
+    assert!(arn.contains(":assumed-role/ReadOnly/"), "{arn}");
+}
+
+#[tokio::test]
+async fn a_denied_role_exits_3_with_the_policy_reason() {
+    let idp = idp::shared().await;
+    let broker = aws_broker(idp).await;
+    let home = logged_in(&broker, "carol").await;
+    let out = home.run(&["credentials", "--role", "readonly"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("latchkey: access to `readonly` denied: "),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(grants(&broker), 0);
+
+    let roles = home.run(&["roles"]).await;
+    assert!(roles.status.success(), "{}", stderr(&roles));
+    let table = stdout(&roles);
+    assert!(table.starts_with("ROLE"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("readonly") && l.contains("denied")),
+        "{table}"
+    );
+}
