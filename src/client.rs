@@ -62,8 +62,10 @@ pub enum ClientError {
     )]
     Untrusted(String),
     /// The server could not be reached at all.
-    #[error("cannot reach the latchkey server at `{url}`: {why}")]
+    #[error("cannot reach {what} at `{url}`: {why}")]
     Unreachable {
+        /// `the latchkey server` or `the identity provider`.
+        what: &'static str,
         /// The URL.
         url: String,
         /// What happened.

@@ -88,12 +88,12 @@ impl BrokerClient {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| transport_error(&self.url(), &e))?;
+            .map_err(|e| transport_error(SERVER, &self.url(), &e))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| transport_error(&self.url(), &e))?;
+            .map_err(|e| transport_error(SERVER, &self.url(), &e))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 ClientError::Other(format!(
@@ -148,8 +148,8 @@ pub fn parse_server_url(server: &str) -> Result<Url, ClientError> {
     }
 }
 
-/// Maps a failed request to what a person needs to know.
-pub fn transport_error(url: &str, e: &reqwest::Error) -> ClientError {
+/// Maps a failed request to `what` (for example [`IDP`]) at `url` to what a person needs to know.
+pub fn transport_error(what: &'static str, url: &str, e: &reqwest::Error) -> ClientError {
     if is_untrusted_certificate(e) {
         return ClientError::Untrusted(url.to_owned());
     }
@@ -161,6 +161,7 @@ pub fn transport_error(url: &str, e: &reqwest::Error) -> ClientError {
         e.to_string()
     };
     ClientError::Unreachable {
+        what,
         url: url.to_owned(),
         why: sanitize(&why),
     }
@@ -229,6 +230,11 @@ fn problem_error(status: u16, body: &[u8], role: Option<&str>) -> ClientError {
         },
     }
 }
+
+/// Names the broker in error messages.
+pub const SERVER: &str = "the latchkey server";
+/// Names the identity provider in error messages.
+pub const IDP: &str = "the identity provider";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use super::ClientError;
-use super::broker::transport_error;
+use super::broker::{IDP, transport_error};
 
 /// What a successful login or refresh yields.
 pub struct Tokens {
@@ -252,7 +252,7 @@ async fn discover(p: &Provider) -> Result<Metadata, ClientError> {
     Metadata::discover_async(issuer, &fetch)
         .await
         .map_err(|e| match e {
-            openidconnect::DiscoveryError::Request(r) => transport_error(&p.issuer, &r),
+            openidconnect::DiscoveryError::Request(r) => transport_error(IDP, &p.issuer, &r),
             other => ClientError::Login(format!(
                 "cannot read the identity provider's discovery document: {}",
                 super::sanitize(&error_chain(&other))
@@ -314,7 +314,7 @@ where
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(r);
             while let Some(s) = source {
                 if let Some(re) = s.downcast_ref::<reqwest::Error>() {
-                    return transport_error(&p.issuer, re);
+                    return transport_error(IDP, &p.issuer, re);
                 }
                 source = s.source();
             }
