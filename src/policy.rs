@@ -315,6 +315,15 @@ impl PolicySet {
             .collect()
     }
 
+    /// The same policy set without slicing, to check that slicing changes no decision.
+    #[cfg(test)]
+    fn unsliced(self) -> Self {
+        Self {
+            engine: self.engine.unsliced(),
+            ..self
+        }
+    }
+
     fn evaluate(&self, request: &AccessRequest<'_>) -> Decision {
         let resource = self.types.resource(&request.resource);
         let principal = match self.types.principal(request.identity, &self.schema) {

@@ -134,6 +134,17 @@ impl Engine {
         self.authorizer.is_authorized(request, set, entities)
     }
 
+    /// The same engine evaluating every request against the whole set, to check the slicing.
+    #[cfg(test)]
+    pub(crate) fn unsliced(self) -> Self {
+        let all = self.all.clone();
+        Self {
+            slices: HashMap::new(),
+            unscoped: PerAction(Action::ALL.map(|_| all.clone())),
+            ..self
+        }
+    }
+
     /// The `@reason` annotation of a policy.
     pub(crate) fn reason(&self, id: &PolicyId) -> Option<&str> {
         self.all

@@ -467,6 +467,59 @@ fn summary_lists_every_role_in_catalog_order() {
 }
 
 #[test]
+fn slicing_changes_no_decision() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let sliced = PolicySet::load(&dir).unwrap();
+    let whole = PolicySet::load(&dir).unwrap().unsliced();
+    let departments = [None, Some("platform"), Some("finance"), Some("contractors")];
+    let groups: [&[&str]; 5] = [
+        &[],
+        &["engineering"],
+        &["engineering", "sre"],
+        &["finance"],
+        &["prod-approvers", "sre"],
+    ];
+    let mut resources: Vec<Resource> = sliced
+        .roles()
+        .iter()
+        .map(|r| Resource::Role(r.name().to_owned()))
+        .collect();
+    resources.push(Resource::Target("bastion".into()));
+    let mut compared = 0;
+    for department in departments {
+        for g in groups {
+            let who = person("p", g, department);
+            for resource in &resources {
+                for action in Action::ALL {
+                    for (mfa, auth_age_secs, duration_secs) in
+                        [(false, 0, 900), (true, 60, 3600), (true, 7200, 14_400)]
+                    {
+                        let request = AccessRequest {
+                            identity: &who,
+                            action,
+                            resource: resource.clone(),
+                            context: RequestContext {
+                                mfa,
+                                auth_age_secs,
+                                duration_secs,
+                                source_ip: None,
+                            },
+                        };
+                        assert_eq!(
+                            sliced.decide(&request),
+                            whole.decide(&request),
+                            "{request:?}"
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 4 * 5 * 5 * 5 * 3);
+}
+
+#[test]
 fn shipped_policies_load_and_pass_their_tests() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let set = PolicySet::load(&dir).unwrap_or_else(|e| panic!("{e}"));

@@ -405,3 +405,88 @@ async fn a_thousand_grants_leave_a_chain_that_verifies_and_no_secret_in_any_outp
         }
     }
 }
+
+#[tokio::test]
+async fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
+    let idp = idp::shared().await;
+    let policies = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", shipped.display()))
+        .arg(policies.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let mut opts = BrokerOptions::issuer(idp.issuer());
+    opts.policy_dir = policies.path().to_path_buf();
+    let broker = BrokerProcess::spawn(opts).await;
+    let alice = idp.login_code_flow("latchkey-cli", "alice").await.id_token;
+    let role_names = || async {
+        let roles: Value = broker
+            .http
+            .get(format!("{}/v1/roles", broker.url))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        roles["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(!role_names().await.contains(&"auditor".to_owned()));
+
+    // A valid new role appears after SIGHUP.
+    let catalog = policies.path().join("catalog.toml");
+    let mut text = std::fs::read_to_string(&catalog).unwrap();
+    text.push_str(
+        "\n[[role]]\nname = \"auditor\"\narn = \"arn:aws:iam::111111111111:role/Auditor\"\n\
+         max_duration = \"1h\"\nallow_groups = [\"engineering\"]\n",
+    );
+    std::fs::write(&catalog, &text).unwrap();
+    broker.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !role_names().await.contains(&"auditor".to_owned()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new policy never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // An invalid catalog is refused; the previous policy stays in force.
+    std::fs::write(
+        &catalog,
+        format!("{text}\n[[role]]\nname = \"broken\"\narn = \"not-an-arn\"\n"),
+    )
+    .unwrap();
+    broker.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !broker.output().contains("\"policy.reload_failed\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed reload was not audited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let names = role_names().await;
+    assert!(
+        names.contains(&"auditor".to_owned()) && !names.contains(&"broken".to_owned()),
+        "{names:?}"
+    );
+    let output = broker.output();
+    assert!(
+        output.contains("\"policy.reloaded\""),
+        "the good reload was audited"
+    );
+    assert!(
+        output.contains("policy reload rejected"),
+        "the bad reload was logged"
+    );
+}
