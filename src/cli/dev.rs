@@ -51,6 +51,10 @@ struct RunArgs {
     /// The policy directory.
     #[arg(long, default_value = "policies")]
     policy_dir: PathBuf,
+    /// A local AWS stand-in (moto) for STS, loopback only; credentials are then signed with
+    /// dummy keys. Without it the broker uses the AWS default credential chain.
+    #[arg(long)]
+    aws_endpoint: Option<url::Url>,
     /// The demo user that `latchkey login --device` against this sandbox logs in as, without a
     /// password (development only).
     #[arg(long, default_value = "alice")]
@@ -146,6 +150,7 @@ groups_claim = "groups"
 attributes = ["department"]
 [policy]
 dir = {policy}
+{aws}
 "#,
         listen = q(args.listen.to_string()),
         cert = q(tls.cert.display().to_string()),
@@ -155,6 +160,13 @@ dir = {policy}
         issuer = q(issuer_url.clone()),
         client = q(crate::dev::DEV_CLIENT_ID.to_owned()),
         policy = q(policy_dir.display().to_string()),
+        aws = match &args.aws_endpoint {
+            Some(u) => format!(
+                "[aws]\nendpoint_url = {}\ndangerous_test_credentials = true\n",
+                q(u.to_string())
+            ),
+            None => String::new(),
+        },
     );
     let config = Config::from_toml(&config_text, &dir, &Vec::new())?;
     let server = Server::build(&config, Arc::new(SystemClock)).await?;
