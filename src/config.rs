@@ -662,13 +662,7 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.issues.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}: {}", issue.path, issue.message)?;
-        }
-        Ok(())
+        write_issues(f, &self.issues)
     }
 }
 
@@ -678,6 +672,17 @@ impl fmt::Debug for StoreConfig {
             .field("url", &redact_url(&self.url))
             .finish()
     }
+}
+
+/// Writes issues one per line as `path: message`.
+pub(crate) fn write_issues(f: &mut fmt::Formatter<'_>, issues: &[ConfigIssue]) -> fmt::Result {
+    for (i, issue) in issues.iter().enumerate() {
+        if i > 0 {
+            writeln!(f)?;
+        }
+        write!(f, "{}: {}", issue.path, issue.message)?;
+    }
+    Ok(())
 }
 
 /// A store URL with any password replaced by `***`, for logs and errors.

@@ -498,13 +498,7 @@ impl PolicyErrors {
 
 impl fmt::Display for PolicyErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.issues.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}: {}", issue.path, issue.message)?;
-        }
-        Ok(())
+        crate::config::write_issues(f, &self.issues)
     }
 }
 

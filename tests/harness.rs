@@ -29,3 +29,26 @@ pub fn free_port() -> u16 {
         .map(|addr| addr.port())
         .expect("bind 127.0.0.1:0")
 }
+
+/// Stops a peer started with a stdin pipe: closing stdin asks it to exit; it is killed if it has
+/// not after 2 s.
+pub fn stop_peer(stdin: Option<std::process::ChildStdin>, child: Option<std::process::Child>) {
+    drop(stdin);
+    if let Some(mut child) = child {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Fails the test that needed a peer, with the peer's own output.
+pub fn peer_failed(peer: &str, why: &str, log_file: &std::path::Path) -> ! {
+    let log = std::fs::read_to_string(log_file).unwrap_or_default();
+    panic!("{why}; {peer} output:\n{log}");
+}

@@ -278,24 +278,11 @@ impl Moto {
 
     fn fail_start(&mut self, why: &str) -> ! {
         self.stop();
-        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
-        panic!("{why}; moto output:\n{log}");
+        super::peer_failed("moto", why, &self.log_file)
     }
 
     fn stop(&mut self) {
-        // Closing stdin asks moto to exit; kill it if it does not.
-        drop(self.stdin.take());
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::stop_peer(self.stdin.take(), self.child.take());
     }
 }
 
