@@ -204,3 +204,6 @@ fn actor(id: &Identity) -> Actor {
 fn rfc3339(unix: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp(unix, 0).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
+
+#[cfg(test)]
+mod tests;
