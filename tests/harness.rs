@@ -52,3 +52,27 @@ pub fn peer_failed(peer: &str, why: &str, log_file: &std::path::Path) -> ! {
     let log = std::fs::read_to_string(log_file).unwrap_or_default();
     panic!("{why}; {peer} output:\n{log}");
 }
+
+/// Runs a setup command (an install) and fails the test with its output if it fails.
+pub fn run_setup(mut command: std::process::Command, what: &str) {
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A plain HTTP client for a peer's API. Built per call: tests each run their own Tokio
+/// runtime, and a pooled connection must not outlive the runtime that opened it.
+pub fn plain_http(timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .expect("HTTP client")
+}

@@ -470,18 +470,10 @@ fn ensure_node_modules() {
     }
     let dir = idp_dir();
     if !dir.join("node_modules/oidc-provider/package.json").exists() {
-        let output = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run `npm ci` in tests/idp (is npm installed?)");
-        assert!(
-            output.status.success(),
-            "`npm ci` in tests/idp failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir);
+        super::run_setup(npm, "`npm ci` in tests/idp");
     }
     *installed = true;
 }
@@ -489,11 +481,7 @@ fn ensure_node_modules() {
 /// A plain client for API calls. Built per call: tests each run their own Tokio runtime, and a
 /// pooled connection must not outlive the runtime that opened it.
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .no_proxy()
-        .build()
-        .expect("HTTP client")
+    super::plain_http(HTTP_TIMEOUT)
 }
 
 fn str_field<'a>(doc: &'a Value, name: &str) -> &'a str {

@@ -433,24 +433,14 @@ fn ensure_venv() {
     if *ready {
         return;
     }
-    let output = Command::new(repo_dir().join("scripts").join("test-venv"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/test-venv (are bash and python3 installed?)");
-    assert!(
-        output.status.success(),
-        "scripts/test-venv failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    super::run_setup(
+        Command::new(repo_dir().join("scripts").join("test-venv")),
+        "scripts/test-venv",
     );
     *ready = true;
 }
 
 /// A plain client for moto's API. Built per call: tests each run their own Tokio runtime.
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .no_proxy()
-        .build()
-        .expect("HTTP client")
+    super::plain_http(HTTP_TIMEOUT)
 }

@@ -276,26 +276,30 @@ async fn with_the_audit_store_locked_the_answer_is_503_and_sts_is_never_called()
         .execute(&mut lock)
         .await
         .unwrap();
-    let resp = broker
-        .credentials(&alice, json!({"role": "readonly"}))
-        .await;
+    assert_fails_closed(&broker, &moto, &alice).await;
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    assert_recovers(&broker, &moto, &alice).await;
+}
+
+/// With the audit store unable to write: 503 `audit_unavailable`, and STS never called.
+async fn assert_fails_closed(broker: &TestBroker, moto: &Moto, token: &str) {
+    let resp = broker.credentials(token, json!({"role": "readonly"})).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(
         resp.json::<Value>().await.unwrap()["code"],
         "audit_unavailable"
     );
     assert!(
-        assume_role_calls(&moto).await.is_empty(),
+        assume_role_calls(moto).await.is_empty(),
         "STS was called without an audit record"
     );
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+}
 
-    // Once the store answers again, so does the broker.
-    let resp = broker
-        .credentials(&alice, json!({"role": "readonly"}))
-        .await;
+/// Once the store answers again, so does the broker.
+async fn assert_recovers(broker: &TestBroker, moto: &Moto, token: &str) {
+    let resp = broker.credentials(token, json!({"role": "readonly"})).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(assume_role_calls(&moto).await.len(), 1);
+    assert_eq!(assume_role_calls(moto).await.len(), 1);
 }
 
 #[tokio::test]
@@ -322,19 +326,9 @@ async fn with_postgres_locked_the_answer_is_503_and_sts_is_never_called() {
         .execute(&mut lock)
         .await
         .unwrap();
-    let resp = broker
-        .credentials(&alice, json!({"role": "readonly"}))
-        .await;
-    assert_eq!(resp.status(), 503);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["code"],
-        "audit_unavailable"
-    );
-    assert!(
-        assume_role_calls(&moto).await.is_empty(),
-        "STS was called without an audit record"
-    );
+    assert_fails_closed(&broker, &moto, &alice).await;
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    assert_recovers(&broker, &moto, &alice).await;
     broker.stop().await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut admin)
