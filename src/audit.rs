@@ -1,37 +1,53 @@
-//! The audit trail: typed audit events, the hash chain that links them, and the [`Auditor`] that
-//! writes each one durably before the caller acts on the decision it records.
+//! The audit trail: typed audit events, the hash chain that links them, the port the chain is
+//! stored through, and the [`Auditor`] that writes each event durably before the caller acts on
+//! the decision it records.
 //!
 //! Layout:
-//! - this file: the event and record types (plain data), the [`Auditor`] and [`verify_store`];
+//! - this file: the event and record types (plain data);
 //! - [`canonical`]: the canonical JSON form that is hashed (pure);
 //! - [`chain`]: the chain hash and the link formula (pure);
-//! - [`key`]: the chain key (plain SHA-256 or HMAC-SHA-256) and loading it from a file;
+//! - [`key`]: the chain key (plain SHA-256 or HMAC-SHA-256), its public id, loading it from a file;
 //! - [`verify`]: walking stored records and naming the first broken link (pure);
+//! - [`anchor`]: hashes known from outside the store (the sink stream, a head) to check it against
+//!   (pure);
+//! - [`port`]: [`ChainStore`], the small trait a store backend implements to hold the chain;
+//! - [`auditor`]: the async side: the [`Recorder`] trait, the [`Auditor`] behind it,
+//!   [`verify_store`] and the start-up check of the store against the sink file;
 //! - [`sink`]: the JSON-lines copy of every record for a SIEM (stdout or a file).
 //!
-//! The pure parts never touch the network, the database or the clock: callers pass the event time.
+//! Dependencies point one way: the store backends implement [`ChainStore`]; nothing here imports
+//! the store. The pure parts never touch the network, the database, tokio or the clock: callers
+//! pass the event time.
 //!
 //! SECURITY: an audit event must never carry a token, a secret access key, a session token, a
 //! private key or a password. The types here cannot tell a secret from any other string, so keeping
 //! them out is the duty of every caller that builds an [`AuditEvent`].
 
+pub mod anchor;
+pub mod auditor;
 pub mod canonical;
 pub mod chain;
 pub mod key;
+#[cfg(test)]
+pub(crate) mod memory;
+pub mod port;
 pub mod sink;
 pub mod verify;
-
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use self::anchor::{Anchor, AnchorError, AnchorSource, Anchors};
+pub use self::auditor::{
+    AuditError, Auditor, ContinuityError, Recorder, VERIFY_PAGE_SIZE, check_sink_continuity,
+    verify_store, verify_store_with,
+};
 pub use self::canonical::CanonicalError;
 pub use self::chain::{CanonicalEvent, ChainHash};
-pub use self::key::{ChainKey, KeyError};
-pub use self::sink::{Sink, SinkConfig, SinkError};
+pub use self::key::{ChainKey, ChainParams, HashMode, KeyError, KeyId};
+pub use self::port::{ChainStore, ChainStoreError};
+pub use self::sink::{Sink, SinkConfig, SinkError, SinkTail};
 pub use self::verify::{BreakReason, Verification, Verifier};
-use crate::store::{Store, StoreError};
 
 /// Who asked: the verified identity behind a request.
 ///
@@ -139,160 +155,12 @@ pub struct ChainHead {
     pub hash: ChainHash,
 }
 
-/// Appends audit events to the store, then copies each record to the sink.
+/// `true` for the event a server writes when it starts, which declares the chain's parameters.
 ///
-/// The store is the audit of record. If [`Auditor::append`] returns an error, the event was NOT
-/// recorded and the caller must fail closed: no credentials, no key push, answer 503.
-pub struct Auditor {
-    store: Arc<dyn Store>,
-    key: ChainKey,
-    sink: Sink,
-    // INVARIANT: held from the store append through the sink write, so this process writes its
-    // sink lines in `seq` order.
-    order: tokio::sync::Mutex<()>,
+/// The one place that names the event as text, so a typed event kind changes one line.
+pub(crate) fn is_server_started(event: &str) -> bool {
+    event == SERVER_STARTED
 }
 
-/// Why an event could not be audited. Either way nothing was recorded: fail closed.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    /// The event has a value the canonical form cannot represent exactly.
-    #[error("audit event cannot be canonicalized: {0}")]
-    Invalid(#[from] CanonicalError),
-    /// The store did not durably accept the record.
-    #[error("audit record was not stored: {0}")]
-    Unavailable(#[source] StoreError),
-}
-
-// === impl Auditor ===
-
-impl Auditor {
-    /// Builds an auditor over a connected store, a chain key and an opened sink.
-    pub fn new(store: Arc<dyn Store>, key: ChainKey, sink: Sink) -> Self {
-        Self {
-            store,
-            key,
-            sink,
-            order: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// Appends `event` to the chain durably, then writes its sink line.
-    ///
-    /// Returns the record once the store has committed it. A failed sink write is logged and
-    /// does not fail the append, because the store already holds the record.
-    ///
-    /// # Errors
-    ///
-    /// [`AuditError::Invalid`] if the event cannot be canonicalized and
-    /// [`AuditError::Unavailable`] if the store did not commit it. In both cases nothing was
-    /// recorded, and the caller must not grant anything.
-    pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
-        let canonical = CanonicalEvent::new(event)?;
-        let _order = self.order.lock().await;
-        let record = self
-            .store
-            .append_audit(&canonical, &self.key)
-            .await
-            .map_err(AuditError::Unavailable)?;
-        if let Err(err) = self.sink.write(&record).await {
-            tracing::error!(
-                audit.seq = record.seq,
-                error = %err,
-                "audit sink write failed for record {}; the store holds it",
-                record.seq
-            );
-        }
-        Ok(record)
-    }
-
-    /// Verifies the whole chain in the store with this auditor's key.
-    ///
-    /// # Errors
-    ///
-    /// Returns [`StoreError`] if the store cannot be read; a damaged chain is a successful
-    /// [`Verification::Broken`].
-    pub async fn verify(&self) -> Result<Verification, StoreError> {
-        verify_store(self.store.as_ref(), &self.key, VERIFY_PAGE_SIZE).await
-    }
-}
-
-impl std::fmt::Debug for Auditor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auditor")
-            .field("store", &self.store.backend())
-            .field("key", &self.key)
-            .field("sink", &self.sink)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Verifies the chain held by `store`, reading `page_size` records at a time.
-///
-/// The head is read first and the walk stops there, so records appended while verifying are
-/// left for the next run. Pages are read by `seq` range, two at a time, while the previous page
-/// is checked on a blocking thread, so reading and hashing overlap.
-///
-/// # Errors
-///
-/// Returns [`StoreError`] if the store cannot be read; a damaged chain is a successful
-/// [`Verification::Broken`].
-pub async fn verify_store(
-    store: &dyn Store,
-    key: &ChainKey,
-    page_size: u32,
-) -> Result<Verification, StoreError> {
-    let head = store.audit_head().await?;
-    let step = i64::from(page_size.max(1));
-    let mut verifier = Verifier::new(key.clone());
-    let mut from = 0_i64;
-    let mut page = Vec::new();
-    loop {
-        let done = from >= head.seq;
-        // Check `page` (the ranges before `from`) while reading the next two ranges.
-        let check = tokio::task::spawn_blocking(move || {
-            let result = page.iter().try_for_each(|record| verifier.check(record));
-            (verifier, result)
-        });
-        let (checked, first, second) = tokio::join!(
-            check,
-            range(store, from, step, head.seq),
-            range(store, from.saturating_add(step), step, head.seq),
-        );
-        let (checked_verifier, result) = checked.map_err(|err| {
-            StoreError::Unavailable(format!("verification task did not finish: {err}"))
-        })?;
-        if let Err(broken) = result {
-            return Ok(broken);
-        }
-        verifier = checked_verifier;
-        if done {
-            return Ok(verifier.finish(&head));
-        }
-        let (mut first, second) = (first?, second?);
-        first.extend(second);
-        page = first;
-        from = from.saturating_add(step.saturating_mul(2));
-    }
-}
-
-/// The stored records with `after < seq <= min(after + step, head)`, or none past the head.
-async fn range(
-    store: &dyn Store,
-    after: i64,
-    step: i64,
-    head: i64,
-) -> Result<Vec<StoredAuditRecord>, StoreError> {
-    let upto = after.saturating_add(step).min(head);
-    if after >= upto {
-        return Ok(Vec::new());
-    }
-    let limit = u32::try_from(upto - after).unwrap_or(u32::MAX);
-    let mut records = store.audit_page(after, limit).await?;
-    // A gap pulls later records into this page; they belong to the next range.
-    records.retain(|r| r.seq <= upto);
-    Ok(records)
-}
-
-/// Records per page when verifying: large enough to amortize queries, small enough to bound
-/// memory (four pages are held at once) to tens of megabytes.
-pub const VERIFY_PAGE_SIZE: u32 = 10_000;
+/// The name of the event a server writes when it starts.
+const SERVER_STARTED: &str = "server.started";

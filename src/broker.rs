@@ -3,7 +3,7 @@
 //!
 //! Later use cases (SSH keys, break-glass) live here too. Each takes an already
 //! verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
-//! audits first through [`Auditor`], and fails closed when the audit cannot be written.
+//! audits first through a [`Recorder`], and fails closed when the audit cannot be written.
 
 mod credentials;
 mod reload;
@@ -14,7 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
 use crate::api::{WellKnown, WellKnownIssuer, WhoAmI};
-use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::audit::{Actor, AuditEvent, Recorder};
 use crate::aws::Aws;
 use crate::clock::SharedClock;
 use crate::config::{ProviderConfig, TokenKind};
@@ -74,7 +74,7 @@ pub enum NotReady {
 pub struct Broker {
     providers: Vec<ProviderConfig>,
     store: Arc<dyn Store>,
-    auditor: Arc<Auditor>,
+    auditor: Arc<dyn Recorder>,
     aws: Arc<dyn Aws>,
     policy: RwLock<Arc<PolicySet>>,
     clock: SharedClock,
@@ -87,7 +87,7 @@ pub struct Ports {
     /// State and the audit chain.
     pub store: Arc<dyn Store>,
     /// Appends audit records durably.
-    pub auditor: Arc<Auditor>,
+    pub auditor: Arc<dyn Recorder>,
     /// STS.
     pub aws: Arc<dyn Aws>,
     /// The policy in force at start.
@@ -164,7 +164,8 @@ impl Broker {
         Ok(self.store.backend())
     }
 
-    /// Audits that this server started, with the issuers it trusts.
+    /// Audits that this server started, with the issuers it trusts and how it hashes the chain
+    /// (`details.chain`: mode and key id, which `audit verify` checks).
     pub async fn record_start(&self) -> Result<(), BrokerError> {
         let issuers: Vec<&str> = self.providers.iter().map(|p| p.issuer.as_str()).collect();
         let event = AuditEvent {
@@ -173,7 +174,11 @@ impl Broker {
             actor: None,
             target: serde_json::Value::Null,
             decision: None,
-            details: json!({ "version": env!("CARGO_PKG_VERSION"), "issuers": issuers }),
+            details: json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "issuers": issuers,
+                "chain": self.auditor.params(),
+            }),
             client_addr: None,
             user_agent: None,
             request_id: None,

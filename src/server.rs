@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::audit::{Auditor, ChainKey, Sink, SinkConfig};
+use crate::audit::{Auditor, ChainKey, ChainStore, Sink, SinkConfig, check_sink_continuity};
 use crate::aws::Aws;
 use crate::aws::sts::StsAws;
 use crate::broker::{Broker, Ports, ReloadOutcome};
@@ -125,10 +125,17 @@ impl Server {
             AuditSinkConfig::Stdout => SinkConfig::Stdout,
             AuditSinkConfig::File(p) => SinkConfig::File(p.clone()),
         };
+        if let SinkConfig::File(path) = &sink_config {
+            // SECURITY: a store rewound below what the file already holds must not be appended to.
+            check_sink_continuity(store.as_ref(), path)
+                .await
+                .map_err(|e| StartError::Audit(e.to_string()))?;
+        }
         let sink = Sink::open(&sink_config)
             .await
             .map_err(|e| StartError::Audit(e.to_string()))?;
-        let auditor = Arc::new(Auditor::new(Arc::clone(&store), key, sink));
+        let chain: Arc<dyn ChainStore> = Arc::clone(&store) as Arc<dyn ChainStore>;
+        let auditor = Arc::new(Auditor::new(chain, key, sink));
         let keys = Arc::new(KeyStore::new(&config.oidc.providers)?);
         keys.load_all().await;
         let auth = Arc::new(Authenticator::new(

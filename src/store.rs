@@ -4,55 +4,27 @@
 //! synchronous commits) and PostgreSQL (for several replicas). [`connect`] picks one by URL and
 //! runs that backend's migrations.
 //!
-//! The audit append is the one operation that must never fork the chain: each backend serializes
-//! appends across connections and processes, reads the head, inserts the record and moves the
-//! head in a single transaction. Errors never carry the password from a connection URL.
+//! The store depends on the audit module, never the reverse: each backend implements the audit
+//! module's port [`ChainStore`], with the row logic both share in [`chain`]. The audit append is
+//! the one operation that must never fork the chain: each backend serializes appends across
+//! connections and processes, reads the head, inserts the record and moves the head in a single
+//! transaction. Errors never carry the password from a connection URL.
 
+pub mod chain;
 pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
 
-use crate::audit::{
-    AuditRecord, CanonicalEvent, ChainHash, ChainHead, ChainKey, StoredAuditRecord,
-};
+use crate::audit::{ChainStore, ChainStoreError};
 
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
-/// The persistence port. Object safe: the server holds an `Arc<dyn Store>`.
+/// The persistence port. Object safe: the server holds an `Arc<dyn Store>`, and hands the
+/// audit side the same object as an `Arc<dyn ChainStore>`.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Appends `event` as the next link of the audit chain and returns the record once it is
-    /// committed durably.
-    ///
-    /// # Errors
-    ///
-    /// Any error means the record was not committed; the caller must fail closed.
-    async fn append_audit(
-        &self,
-        event: &CanonicalEvent,
-        key: &ChainKey,
-    ) -> Result<AuditRecord, StoreError>;
-
-    /// The newest link: its `seq` and hash (`seq` 0 for an empty chain).
-    ///
-    /// # Errors
-    ///
-    /// Returns [`StoreError`] if the store cannot be read or the head is damaged.
-    async fn audit_head(&self) -> Result<ChainHead, StoreError>;
-
-    /// Up to `limit` stored records with `seq > after_seq`, in `seq` order, exactly as stored.
-    ///
-    /// # Errors
-    ///
-    /// Returns [`StoreError`] if the store cannot be read.
-    async fn audit_page(
-        &self,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredAuditRecord>, StoreError>;
-
+pub trait Store: ChainStore {
     /// The backend's name: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
@@ -149,24 +121,18 @@ impl StoreError {
     }
 }
 
-/// The seq and prev_hash of the record after the head `(head_seq, head_hash)`.
-pub(crate) fn next_link(head_seq: i64, head_hash: &[u8]) -> Result<(i64, ChainHash), StoreError> {
-    let prev = ChainHash::from_slice(head_hash)
-        .ok_or_else(|| StoreError::Corrupt("audit head hash is not 32 bytes".to_owned()))?;
-    let seq = head_seq
-        .checked_add(1)
-        .filter(|seq| *seq >= 1)
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("audit head seq `{head_seq}` is out of range"))
-        })?;
-    Ok((seq, prev))
-}
-
-/// Reads the head row `(seq, hash)`.
-pub(crate) fn chain_head(seq: i64, hash: &[u8]) -> Result<ChainHead, StoreError> {
-    let hash = ChainHash::from_slice(hash)
-        .ok_or_else(|| StoreError::Corrupt("audit head hash is not 32 bytes".to_owned()))?;
-    Ok(ChainHead { seq, hash })
+impl From<StoreError> for ChainStoreError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(text) => Self::Conflict(text),
+            StoreError::Corrupt(text) => Self::Corrupt(text),
+            StoreError::Unavailable(text) => Self::Unavailable(text),
+            other @ (StoreError::InvalidUrl(_)
+            | StoreError::Migrate(_)
+            | StoreError::NotFound
+            | StoreError::Query(_)) => Self::Failed(other.to_string()),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -5,13 +5,20 @@
 //! readable or writable by group or others; its bytes are used as they are, except that trailing
 //! ASCII whitespace (a newline left by an editor or `echo`) is dropped.
 //!
-//! SECURITY: the key's bytes never appear in `Debug` output, errors or logs.
+//! Every chain declares how it is hashed ([`ChainParams`]: the [`HashMode`] and, for HMAC, a
+//! [`KeyId`]) in its `server.started` records, so a verifier can tell "this chain needs a key"
+//! and "this is not the key it was written with" from plain damage.
+//!
+//! SECURITY: the key's bytes never appear in `Debug` output, errors or logs. The [`KeyId`] is a
+//! domain-separated SHA-256 of the key, shortened: it names a key without revealing it (a 32-byte
+//! minimum key cannot be guessed from 64 bits of its hash).
 
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{digest, hmac};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// How link hashes are computed.
 #[derive(Clone)]
@@ -24,7 +31,37 @@ pub enum ChainKey {
 
 /// A secret HMAC-SHA-256 key. It cannot be read back out, and its `Debug` output is redacted.
 #[derive(Clone)]
-pub struct HmacSecret(Box<hmac::Key>);
+pub struct HmacSecret {
+    key: Box<hmac::Key>,
+    id: KeyId,
+}
+
+/// How a chain's link hashes are computed, as `server.started` declares it.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub enum HashMode {
+    /// HMAC-SHA-256 under a secret key.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// Plain SHA-256.
+    #[serde(rename = "sha256")]
+    Sha256,
+}
+
+/// A public name for an HMAC key: the first 8 bytes (16 hex digits) of
+/// SHA-256([`KEY_ID_DOMAIN`] ‖ key). Never the key itself.
+#[derive(Clone, Copy, Eq, Hash, PartialEq)]
+pub struct KeyId([u8; 8]);
+
+/// The parameters a chain is written with: recorded in `details.chain` of every `server.started`
+/// record, and checked by the verifier.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct ChainParams {
+    /// How links are hashed.
+    pub hash: HashMode,
+    /// The HMAC key's id; `None` for plain SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<KeyId>,
+}
 
 /// Why a chain key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +115,10 @@ impl ChainKey {
         if secret.len() > MAX_KEY_LEN {
             return Err(KeyError::TooLong);
         }
-        Ok(Self::Hmac(HmacSecret(Box::new(hmac::Key::new(
-            hmac::HMAC_SHA256,
-            secret,
-        )))))
+        Ok(Self::Hmac(HmacSecret {
+            key: Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret)),
+            id: KeyId::of(secret),
+        }))
     }
 
     /// Loads an HMAC-SHA-256 key from `path`.
@@ -126,10 +163,94 @@ impl ChainKey {
         matches!(self, Self::Hmac(_))
     }
 
+    /// What a `server.started` record declares for chains written with this key.
+    pub fn params(&self) -> ChainParams {
+        match self {
+            Self::Hmac(secret) => ChainParams {
+                hash: HashMode::HmacSha256,
+                key_id: Some(secret.id),
+            },
+            Self::Sha256 => ChainParams {
+                hash: HashMode::Sha256,
+                key_id: None,
+            },
+        }
+    }
+
     pub(crate) fn hmac_key(&self) -> Option<&hmac::Key> {
         match self {
-            Self::Hmac(secret) => Some(&secret.0),
+            Self::Hmac(secret) => Some(&secret.key),
             Self::Sha256 => None,
+        }
+    }
+}
+
+// === impl HashMode ===
+
+impl fmt::Display for HashMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::HmacSha256 => "hmac-sha256",
+            Self::Sha256 => "sha256",
+        })
+    }
+}
+
+// === impl KeyId ===
+
+impl KeyId {
+    fn of(secret: &[u8]) -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(KEY_ID_DOMAIN);
+        ctx.update(secret);
+        let digest = ctx.finish();
+        let mut id = [0_u8; 8];
+        for (out, byte) in id.iter_mut().zip(digest.as_ref()) {
+            *out = *byte;
+        }
+        Self(id)
+    }
+
+    /// Parses 16 hex digits (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0_u8; 8];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 16 hex digits"))
+    }
+}
+
+// === impl ChainParams ===
+
+impl fmt::Display for ChainParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.key_id {
+            Some(id) => write!(f, "{} with key id {id}", self.hash),
+            None => write!(f, "{}", self.hash),
         }
     }
 }
@@ -167,6 +288,10 @@ fn check_private(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), KeyError
     // No portable permission bits; the operator must restrict access with the platform's ACLs.
     Ok(())
 }
+
+/// Prefixed to the key before hashing it into a [`KeyId`], so the id is not the hash of the key
+/// used for anything else.
+pub const KEY_ID_DOMAIN: &[u8] = b"latchkey audit key id v1\0";
 
 /// The shortest accepted HMAC key: 32 bytes, the output size of SHA-256.
 pub const MIN_KEY_LEN: usize = 32;
@@ -252,9 +377,36 @@ mod tests {
     }
 
     #[test]
+    fn params_name_the_mode_and_a_key_id_that_is_not_the_key() {
+        let secret = [b'k'; 32];
+        let key = ChainKey::hmac(&secret).unwrap();
+        let params = key.params();
+        assert_eq!(params.hash, HashMode::HmacSha256);
+        // Computed independently with Python's hashlib:
+        //   hashlib.sha256(b"latchkey audit key id v1\0" + b"k" * 32).hexdigest()[:16]
+        let id = params.key_id.unwrap().to_string();
+        assert_eq!(id, KEY_ID_VECTOR);
+        let json = serde_json::to_value(params).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"hash": "hmac-sha256", "key_id": KEY_ID_VECTOR})
+        );
+        assert_eq!(serde_json::from_value::<ChainParams>(json).unwrap(), params);
+        assert!(!hex::encode(secret).contains(&id));
+        let other = ChainKey::hmac(&[b'j'; 32]).unwrap().params();
+        assert_ne!(other.key_id, params.key_id);
+        assert_eq!(
+            serde_json::to_value(ChainKey::Sha256.params()).unwrap(),
+            serde_json::json!({"hash": "sha256"})
+        );
+    }
+
+    #[test]
     fn debug_never_shows_the_key() {
         let key = ChainKey::hmac(b"super-secret-super-secret-super-secret").unwrap();
         let shown = format!("{key:?}");
         assert_eq!(shown, "Hmac(<redacted>)");
     }
+
+    const KEY_ID_VECTOR: &str = "0ed6f5c6cdb7b354";
 }

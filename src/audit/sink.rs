@@ -10,12 +10,15 @@
 //! rather than dropping lines.
 
 use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::AuditRecord;
+use super::chain::ChainHash;
 
 /// Where sink lines go: `"stdout"` or `"file:/path/to/audit.jsonl"` in configuration.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -30,6 +33,15 @@ pub enum SinkConfig {
 pub struct Sink {
     target: SinkConfig,
     writer: tokio::sync::Mutex<Writer>,
+}
+
+/// The last complete record of a sink file: what the store must not be behind.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq)]
+pub struct SinkTail {
+    /// The record's `seq`.
+    pub seq: i64,
+    /// The record's hash.
+    pub hash: ChainHash,
 }
 
 /// Why the sink could not be opened or written.
@@ -62,6 +74,14 @@ pub enum SinkError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The sink file's last line is not an audit record.
+    #[error("the last line of audit sink file `{path}` is not an audit record: {reason}")]
+    LastLine {
+        /// The sink file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The record could not be serialized.
     #[error("cannot serialize audit record: {0}")]
@@ -143,6 +163,70 @@ impl fmt::Debug for Sink {
     }
 }
 
+/// Reads the last complete line of the sink file at `path`, seeking from the end, so start-up
+/// costs the same whatever the file's size. `None` when the file is missing or holds no complete
+/// line; a trailing partial line (a write cut short by a crash) is skipped.
+///
+/// # Errors
+///
+/// [`SinkError::Open`] if the file cannot be read, [`SinkError::LastLine`] if the last line is
+/// not a record or is longer than [`MAX_LINE`].
+pub fn last_record(path: &Path) -> Result<Option<SinkTail>, SinkError> {
+    let open_err = |source| SinkError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(open_err(err)),
+    };
+    let len = file.metadata().map_err(open_err)?.len();
+    // `tail` holds the bytes from `pos` to the end of the file.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut pos = len;
+    loop {
+        if let Some(line) = last_complete_line(&tail, pos == 0) {
+            return parse_tail(path, line).map(Some);
+        }
+        if pos == 0 {
+            return Ok(None);
+        }
+        if len - pos > MAX_LINE {
+            return Err(SinkError::LastLine {
+                path: path.to_path_buf(),
+                reason: format!("longer than {MAX_LINE} bytes"),
+            });
+        }
+        let step = TAIL_CHUNK.min(pos);
+        pos -= step;
+        let mut chunk = vec![0_u8; usize::try_from(step).unwrap_or(0)];
+        file.seek(SeekFrom::Start(pos)).map_err(open_err)?;
+        file.read_exact(&mut chunk).map_err(open_err)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+    }
+}
+
+/// The last line of `tail` that ends with a newline, once its start is known: after an earlier
+/// newline, or at the start of the file (`at_start`).
+fn last_complete_line(tail: &[u8], at_start: bool) -> Option<&[u8]> {
+    let end = tail.iter().rposition(|b| *b == b'\n')?;
+    let body = tail.get(..end)?;
+    match body.iter().rposition(|b| *b == b'\n') {
+        Some(start) => body.get(start + 1..),
+        None if at_start => Some(body),
+        None => None,
+    }
+}
+
+fn parse_tail(path: &Path, line: &[u8]) -> Result<SinkTail, SinkError> {
+    serde_json::from_slice(line).map_err(|err| SinkError::LastLine {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })
+}
+
 async fn open_file(path: &Path) -> Result<tokio::fs::File, SinkError> {
     let mut options = tokio::fs::OpenOptions::new();
     options.append(true).create(true);
@@ -175,6 +259,12 @@ async fn open_file(path: &Path) -> Result<tokio::fs::File, SinkError> {
     }
     Ok(file)
 }
+
+/// The longest last line [`last_record`] reads.
+pub const MAX_LINE: u64 = 1 << 20;
+
+/// How much [`last_record`] reads at a time, from the end.
+const TAIL_CHUNK: u64 = 8 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -209,5 +299,39 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, SinkError::Open { .. }), "{err}");
+    }
+
+    #[test]
+    fn reads_the_last_complete_line_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        assert_eq!(last_record(&path).unwrap(), None);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(last_record(&path).unwrap(), None);
+        let line = |seq: i64, pad: usize| {
+            format!(
+                "{{\"seq\":{seq},\"hash\":\"{}\",\"pad\":\"{}\"}}\n",
+                format!("{seq:02x}").repeat(32),
+                "x".repeat(pad)
+            )
+        };
+        // Lines longer than a chunk, so the reader has to step back more than once.
+        let text = format!("{}{}{}", line(1, 10), line(2, 20_000), line(3, 9_000));
+        std::fs::write(&path, &text).unwrap();
+        let tail = last_record(&path).unwrap().unwrap();
+        assert_eq!(tail.seq, 3);
+        assert_eq!(tail.hash, ChainHash::from_bytes([3; 32]));
+        // A partial last line (a crash mid-write) is skipped.
+        std::fs::write(&path, format!("{text}{{\"seq\":4,\"ha")).unwrap();
+        assert_eq!(last_record(&path).unwrap().unwrap().seq, 3);
+        std::fs::write(&path, line(7, 0)).unwrap();
+        assert_eq!(last_record(&path).unwrap().unwrap().seq, 7);
+        std::fs::write(&path, "{\"seq\":1").unwrap();
+        assert_eq!(last_record(&path).unwrap(), None);
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert!(matches!(
+            last_record(&path),
+            Err(SinkError::LastLine { .. })
+        ));
     }
 }

@@ -5,7 +5,17 @@
 //! equal to the previous record's hash, a `hash` equal to the link hash recomputed from the
 //! STORED canonical text, and denormalized columns (event name, time, actor issuer and subject)
 //! equal to what the canonical text says. The end of the walk is then checked against the
-//! store's head, which catches a chain cut short.
+//! store's head, which catches a chain cut short below its own head row.
+//!
+//! A store can be cut short AND have its head row rewound (or be emptied and reset): the rest
+//! still links. [`Anchors`] known from outside the store (the sink stream, a head noted
+//! elsewhere) catch that: every anchored `seq` must be in the chain with the anchored hash, and a
+//! chain that ends before the last anchor is broken at its first missing `seq`.
+//!
+//! Every `server.started` record declares the chain's parameters (hash mode and key id, see
+//! [`ChainParams`]). The verifier refuses a chain whose declarations change, and one that
+//! declares other parameters than the key it was given: a chain that says it is keyed cannot
+//! pass a verification without its key, even if someone rehashed it with plain SHA-256.
 //!
 //! Pure: the caller feeds records from wherever they are stored, one page at a time.
 
@@ -13,9 +23,10 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::anchor::{AnchorSource, Anchors};
 use super::chain::{self, ChainHash};
-use super::key::ChainKey;
-use super::{ChainHead, StoredAuditRecord};
+use super::key::{ChainKey, ChainParams};
+use super::{ChainHead, StoredAuditRecord, is_server_started};
 
 /// The outcome of verifying a chain.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -39,9 +50,26 @@ pub enum Verification {
 /// What is wrong with the first broken record.
 #[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
 pub enum BreakReason {
+    /// The record's hash is not the hash an anchor (a stream line, the given head) holds for it.
+    #[error("hash differs from {anchor}")]
+    AnchorMismatch {
+        /// Where the expected hash came from.
+        anchor: AnchorSource,
+    },
     /// The canonical text is not valid JSON of an audit event.
     #[error("stored canonical text is not an audit event: {0}")]
     BadCanonical(String),
+    /// The chain ends before an anchor's `seq`: records were deleted and the head rewound. The
+    /// broken `seq` is the first one missing.
+    #[error("record is missing; the chain ends at seq {last} but {anchor} holds seq {anchored}")]
+    BehindAnchor {
+        /// The last `seq` the chain holds (0 when empty).
+        last: i64,
+        /// The anchored `seq` the chain does not reach.
+        anchored: i64,
+        /// Where that anchor came from.
+        anchor: AnchorSource,
+    },
     /// A denormalized column disagrees with the canonical text.
     #[error("column `{column}` does not match the canonical text")]
     ColumnMismatch {
@@ -54,6 +82,12 @@ pub enum BreakReason {
     /// The last record's hash is not the hash the store's head records.
     #[error("hash differs from the head's hash")]
     HeadMismatch,
+    /// `server.started` declares a keyed chain and no key was given.
+    #[error("server.started declares {declared}; this chain can only be verified with that key")]
+    KeyRequired {
+        /// What the record declares.
+        declared: ChainParams,
+    },
     /// The record is missing: the next stored record has a later `seq`.
     #[error("record is missing; the next stored record is seq {next}")]
     Missing {
@@ -66,6 +100,28 @@ pub enum BreakReason {
         /// The `seq` that should have come next.
         expected: i64,
     },
+    /// `server.started` declares parameters other than an earlier `server.started` did: the hash
+    /// mode or the key changed within one chain.
+    #[error("server.started declares {declared}, but seq {since} declared {first}")]
+    ParamsChanged {
+        /// What this record declares.
+        declared: ChainParams,
+        /// What the first declaration said.
+        first: ChainParams,
+        /// The `seq` of the first declaration.
+        since: i64,
+    },
+    /// `server.started` declares parameters other than the key the chain is verified with.
+    #[error("server.started declares {declared}, but the chain is being verified as {used}")]
+    ParamsMismatch {
+        /// What the record declares.
+        declared: ChainParams,
+        /// What the verifier's key is.
+        used: ChainParams,
+    },
+    /// `server.started` carries a `details.chain` that cannot be read.
+    #[error("server.started declares unreadable chain parameters: {0}")]
+    ParamsUnreadable(String),
     /// The stored `prev_hash` is not the previous record's hash.
     #[error("prev_hash does not match the previous record's hash")]
     PrevHashMismatch,
@@ -84,6 +140,9 @@ pub struct Verifier {
     next_seq: i64,
     prev: ChainHash,
     count: u64,
+    anchors: Anchors,
+    /// The first declaration met: its `seq` and parameters.
+    declared: Option<(i64, ChainParams)>,
 }
 
 /// Verifies `records` (in `seq` order) against `head`.
@@ -106,11 +165,18 @@ pub fn verify_records<'a>(
 impl Verifier {
     /// Starts a walk at record 1.
     pub fn new(key: ChainKey) -> Self {
+        Self::with_anchors(key, Anchors::default())
+    }
+
+    /// Starts a walk at record 1 that also checks the chain against `anchors`.
+    pub fn with_anchors(key: ChainKey, anchors: Anchors) -> Self {
         Self {
             key,
             next_seq: 1,
             prev: ChainHash::GENESIS,
             count: 0,
+            anchors,
+            declared: None,
         }
     }
 
@@ -137,9 +203,27 @@ impl Verifier {
         }
         let hash = chain::link_hash(&self.key, &self.prev, seq, record.canonical.as_bytes());
         if record.hash.as_slice() != hash.as_bytes() {
-            return Err(broken(seq, BreakReason::HashMismatch));
+            // A record hashed another way than the verifier's key often says so: name that.
+            let reason = parse_indexed(record)
+                .ok()
+                .and_then(|indexed| self.check_params(seq, &indexed, &record.canonical).err())
+                .unwrap_or(BreakReason::HashMismatch);
+            return Err(broken(seq, reason));
         }
-        check_columns(record).map_err(|reason| broken(seq, reason))?;
+        let indexed = parse_indexed(record).map_err(|reason| broken(seq, reason))?;
+        check_columns(record, &indexed).map_err(|reason| broken(seq, reason))?;
+        self.check_params(seq, &indexed, &record.canonical)
+            .map_err(|reason| broken(seq, reason))?;
+        if let Some(anchor) = self.anchors.get(seq)
+            && anchor.hash != hash
+        {
+            return Err(broken(
+                seq,
+                BreakReason::AnchorMismatch {
+                    anchor: anchor.source,
+                },
+            ));
+        }
         self.prev = hash;
         self.next_seq = seq.saturating_add(1);
         self.count += 1;
@@ -161,10 +245,62 @@ impl Verifier {
                 reason: BreakReason::HeadMismatch,
             };
         }
+        if let Some(anchor) = self.anchors.last()
+            && anchor.seq > last
+        {
+            return Verification::Broken {
+                seq: self.next_seq,
+                reason: BreakReason::BehindAnchor {
+                    last,
+                    anchored: anchor.seq,
+                    anchor: anchor.source,
+                },
+            };
+        }
         Verification::Intact {
             count: self.count,
             head_hash: self.prev,
         }
+    }
+
+    /// For a `server.started` record: its declared parameters must match the first declaration
+    /// and the verifier's key.
+    fn check_params(
+        &mut self,
+        seq: i64,
+        indexed: &Indexed<'_>,
+        canonical: &str,
+    ) -> Result<(), BreakReason> {
+        if !is_server_started(&indexed.event) {
+            return Ok(());
+        }
+        let started: StartedDetails = serde_json::from_str(canonical)
+            .map_err(|err| BreakReason::BadCanonical(err.to_string()))?;
+        let Some(declared) = started.details.get("chain") else {
+            // Written before chains declared their parameters.
+            return Ok(());
+        };
+        let declared = ChainParams::deserialize(declared)
+            .map_err(|err| BreakReason::ParamsUnreadable(err.to_string()))?;
+        if let Some((since, first)) = self.declared
+            && first != declared
+        {
+            return Err(BreakReason::ParamsChanged {
+                declared,
+                first,
+                since,
+            });
+        }
+        let used = self.key.params();
+        if declared != used {
+            return Err(if used.key_id.is_none() && declared.key_id.is_some() {
+                BreakReason::KeyRequired { declared }
+            } else {
+                BreakReason::ParamsMismatch { declared, used }
+            });
+        }
+        self.declared.get_or_insert((seq, declared));
+        Ok(())
     }
 }
 
@@ -179,6 +315,12 @@ struct Indexed<'a> {
     actor: Option<IndexedActor<'a>>,
 }
 
+/// The `details` of a `server.started` record, read only for those records.
+#[derive(Deserialize)]
+struct StartedDetails {
+    details: serde_json::Value,
+}
+
 #[derive(Deserialize)]
 struct IndexedActor<'a> {
     #[serde(borrow)]
@@ -187,9 +329,12 @@ struct IndexedActor<'a> {
     subject: Cow<'a, str>,
 }
 
-fn check_columns(record: &StoredAuditRecord) -> Result<(), BreakReason> {
-    let indexed: Indexed<'_> = serde_json::from_str(&record.canonical)
-        .map_err(|err| BreakReason::BadCanonical(err.to_string()))?;
+fn parse_indexed(record: &StoredAuditRecord) -> Result<Indexed<'_>, BreakReason> {
+    serde_json::from_str(&record.canonical)
+        .map_err(|err| BreakReason::BadCanonical(err.to_string()))
+}
+
+fn check_columns(record: &StoredAuditRecord, indexed: &Indexed<'_>) -> Result<(), BreakReason> {
     let mismatch = |column| Err(BreakReason::ColumnMismatch { column });
     if indexed.event != record.event {
         return mismatch("event");
@@ -392,5 +537,249 @@ mod tests {
             broken_at(verify_records(&key, &records, &wrong_hash)),
             (3, BreakReason::HeadMismatch)
         );
+    }
+
+    /// Builds a chain of `events`, each record hashed with its own key, as a store does.
+    fn build(events: &[(ChainKey, AuditEvent)]) -> (Vec<StoredAuditRecord>, ChainHead) {
+        let mut prev = ChainHash::GENESIS;
+        let mut out = Vec::new();
+        for (seq, (key, event)) in (1..).zip(events) {
+            let event = CanonicalEvent::new(event.clone()).unwrap();
+            let hash = chain::link_hash(key, &prev, seq, event.text().as_bytes());
+            out.push(StoredAuditRecord {
+                seq,
+                prev_hash: prev.as_bytes().to_vec(),
+                hash: hash.as_bytes().to_vec(),
+                canonical: event.text().to_owned(),
+                event: event.event().event.clone(),
+                time: event.time_text(),
+                actor_issuer: None,
+                actor_subject: None,
+            });
+            prev = hash;
+        }
+        let seq = i64::try_from(out.len()).unwrap();
+        (out, ChainHead { seq, hash: prev })
+    }
+
+    fn plain(name: &str, details: serde_json::Value) -> AuditEvent {
+        AuditEvent {
+            event: name.into(),
+            time: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
+            actor: None,
+            target: json!(null),
+            decision: None,
+            details,
+            client_addr: None,
+            user_agent: None,
+            request_id: None,
+        }
+    }
+
+    fn started(key: &ChainKey) -> AuditEvent {
+        plain("server.started", json!({"chain": key.params()}))
+    }
+
+    fn anchored(key: &ChainKey, records: &[StoredAuditRecord], anchors: Anchors) -> Verification {
+        let mut verifier = Verifier::with_anchors(key.clone(), anchors);
+        for record in records {
+            if let Err(broken) = verifier.check(record) {
+                return broken;
+            }
+        }
+        let head = records.last().map_or(
+            ChainHead {
+                seq: 0,
+                hash: ChainHash::GENESIS,
+            },
+            |last| ChainHead {
+                seq: last.seq,
+                hash: ChainHash::from_slice(&last.hash).unwrap(),
+            },
+        );
+        verifier.finish(&head)
+    }
+
+    fn stream_of(records: &[StoredAuditRecord]) -> Anchors {
+        let text: String = records
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"seq\":{},\"hash\":\"{}\"}}\n",
+                    r.seq,
+                    hex::encode(&r.hash)
+                )
+            })
+            .collect();
+        let mut anchors = Anchors::default();
+        anchors.read_stream(text.as_bytes()).unwrap();
+        anchors
+    }
+
+    #[test]
+    fn a_tail_cut_with_the_head_rewound_is_caught_only_by_anchors() {
+        let key = ChainKey::Sha256;
+        let (records, _) = chain(&key, 6);
+        let stream = stream_of(&records);
+        let cut = records.get(..4).unwrap();
+        // The store alone still links.
+        assert!(matches!(
+            anchored(&key, cut, Anchors::default()),
+            Verification::Intact { count: 4, .. }
+        ));
+        assert_eq!(
+            broken_at(anchored(&key, cut, stream.clone())),
+            (
+                5,
+                BreakReason::BehindAnchor {
+                    last: 4,
+                    anchored: 6,
+                    anchor: AnchorSource::StreamLine(6)
+                }
+            )
+        );
+        // Emptied and reset: the first missing record is 1.
+        assert_eq!(
+            broken_at(anchored(&key, &[], stream.clone())),
+            (
+                1,
+                BreakReason::BehindAnchor {
+                    last: 0,
+                    anchored: 6,
+                    anchor: AnchorSource::StreamLine(6)
+                }
+            )
+        );
+        // A head known from elsewhere does the same.
+        let last = records.last().unwrap();
+        let head = crate::audit::Anchor::parse_head(&format!("6:{}", hex::encode(&last.hash)));
+        let mut anchors = Anchors::default();
+        anchors.add(head.unwrap()).unwrap();
+        assert_eq!(
+            broken_at(anchored(&key, cut, anchors.clone())),
+            (
+                5,
+                BreakReason::BehindAnchor {
+                    last: 4,
+                    anchored: 6,
+                    anchor: AnchorSource::Head
+                }
+            )
+        );
+        assert!(matches!(
+            anchored(&key, &records, anchors),
+            Verification::Intact { count: 6, .. }
+        ));
+        assert!(matches!(
+            anchored(&key, &records, stream),
+            Verification::Intact { count: 6, .. }
+        ));
+    }
+
+    #[test]
+    fn a_regrown_chain_differs_from_the_stream_at_its_first_record() {
+        let key = ChainKey::Sha256;
+        let (old, _) = chain(&key, 3);
+        let (new, _) = build(&[(key.clone(), plain("test.event", json!({"new": 1})))]);
+        assert_eq!(
+            broken_at(anchored(&key, &new, stream_of(&old))),
+            (
+                1,
+                BreakReason::AnchorMismatch {
+                    anchor: AnchorSource::StreamLine(1)
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_keyed_chain_cannot_pass_without_its_key_even_rehashed() {
+        let key = ChainKey::hmac(&[7; 32]).unwrap();
+        let events = [
+            started(&key),
+            plain("test.event", json!({"n": 1})),
+            plain("test.event", json!({"n": 2})),
+        ];
+        let keyed: Vec<_> = events.iter().map(|e| (key.clone(), e.clone())).collect();
+        let (records, head) = build(&keyed);
+        assert!(matches!(
+            verify_records(&key, &records, &head),
+            Verification::Intact { count: 3, .. }
+        ));
+        let declared = key.params();
+        // Without the key: named as such, not as a damaged hash.
+        assert_eq!(
+            broken_at(verify_records(&ChainKey::Sha256, &records, &head)),
+            (1, BreakReason::KeyRequired { declared })
+        );
+        // Rehashed with plain SHA-256 and no key: still refused without the key.
+        let rehashed: Vec<_> = events
+            .iter()
+            .map(|e| (ChainKey::Sha256, e.clone()))
+            .collect();
+        let (rewritten, rewritten_head) = build(&rehashed);
+        assert_eq!(
+            broken_at(verify_records(
+                &ChainKey::Sha256,
+                &rewritten,
+                &rewritten_head
+            )),
+            (1, BreakReason::KeyRequired { declared })
+        );
+        assert_eq!(
+            broken_at(verify_records(&key, &rewritten, &rewritten_head)),
+            (1, BreakReason::HashMismatch)
+        );
+        // Another key: named as the wrong key.
+        let other = ChainKey::hmac(&[8; 32]).unwrap();
+        assert_eq!(
+            broken_at(verify_records(&other, &records, &head)),
+            (
+                1,
+                BreakReason::ParamsMismatch {
+                    declared,
+                    used: other.params()
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_chain_whose_declared_mode_changes_is_refused() {
+        let key = ChainKey::hmac(&[7; 32]).unwrap();
+        let sha = ChainKey::Sha256;
+        let (records, head) = build(&[
+            (sha.clone(), started(&sha)),
+            (sha.clone(), plain("test.event", json!(null))),
+            (sha.clone(), started(&key)),
+        ]);
+        assert_eq!(
+            broken_at(verify_records(&sha, &records, &head)),
+            (
+                3,
+                BreakReason::ParamsChanged {
+                    declared: key.params(),
+                    first: sha.params(),
+                    since: 1
+                }
+            )
+        );
+        let (records, head) = build(&[
+            (sha.clone(), started(&sha)),
+            (
+                sha.clone(),
+                plain("server.started", json!({"chain": "sha256"})),
+            ),
+        ]);
+        assert!(matches!(
+            broken_at(verify_records(&sha, &records, &head)),
+            (2, BreakReason::ParamsUnreadable(_))
+        ));
+        // Records written before chains declared anything still verify.
+        let (records, head) = build(&[(sha.clone(), plain("server.started", json!({})))]);
+        assert!(matches!(
+            verify_records(&sha, &records, &head),
+            Verification::Intact { count: 1, .. }
+        ));
     }
 }

@@ -1,4 +1,4 @@
-//! The grant's fail-closed rule with in-process fakes: a real in-memory store that refuses one
+//! The grant's fail-closed rule with in-process fakes: an in-memory audit recorder that refuses one
 //! chosen record, and an `Aws` that counts calls. The end-to-end versions (locked SQLite and
 //! PostgreSQL, moto's recording) live in tests/integration/credentials.rs; the second audit
 //! write cannot be made to fail alone there.
@@ -8,48 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::api::CredentialsRequest;
-use crate::audit::{
-    AuditRecord, CanonicalEvent, ChainHead, ChainKey, Sink, SinkConfig, StoredAuditRecord,
-};
+use crate::audit::ChainStore;
+use crate::audit::memory::{MemoryChain, MemoryRecorder};
 use crate::aws::{AssumeRoleInput, AwsError, IssuedCredentials, Secret};
 use crate::clock::ManualClock;
-use crate::store::StoreError;
-
-/// A real store that refuses to append one kind of event.
-struct RefusingStore {
-    inner: Arc<dyn Store>,
-    refuse: &'static str,
-}
-
-#[async_trait::async_trait]
-impl Store for RefusingStore {
-    async fn append_audit(
-        &self,
-        event: &CanonicalEvent,
-        key: &ChainKey,
-    ) -> Result<AuditRecord, StoreError> {
-        if event.event().event == self.refuse {
-            return Err(StoreError::Unavailable("disk full".into()));
-        }
-        self.inner.append_audit(event, key).await
-    }
-    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
-        self.inner.audit_head().await
-    }
-    async fn audit_page(
-        &self,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
-        self.inner.audit_page(after_seq, limit).await
-    }
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-}
 
 /// Mints fixed credentials and counts the calls.
 #[derive(Default)]
@@ -72,24 +34,21 @@ impl Aws for CountingAws {
     }
 }
 
-async fn broker(refuse: &'static str) -> (Broker, Arc<CountingAws>, Arc<dyn Store>) {
-    let inner = crate::store::connect("sqlite::memory:").await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(RefusingStore {
-        inner: Arc::clone(&inner),
-        refuse,
-    });
+async fn broker(refuse: &'static str) -> (Broker, Arc<CountingAws>, Arc<MemoryChain>) {
+    let store = crate::store::connect("sqlite::memory:").await.unwrap();
+    let chain = Arc::new(MemoryChain::default());
+    let recorder = MemoryRecorder::new(Arc::clone(&chain)).refusing(refuse);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let aws = Arc::new(CountingAws::default());
-    let sink = Sink::open(&SinkConfig::Stdout).await.unwrap();
     let broker = Broker::new(Ports {
         providers: Vec::new(),
-        store: Arc::clone(&store),
-        auditor: Arc::new(Auditor::new(Arc::clone(&store), ChainKey::Sha256, sink)),
+        store,
+        auditor: Arc::new(recorder),
         aws: Arc::clone(&aws) as Arc<dyn Aws>,
         policy: PolicySet::load(&dir).unwrap(),
         clock: Arc::new(ManualClock::at(1_900_000_000)),
     });
-    (broker, aws, inner)
+    (broker, aws, chain)
 }
 
 fn alice() -> Identity {

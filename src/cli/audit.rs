@@ -1,18 +1,26 @@
-//! `latchkey audit verify`: checks the whole hash chain in a store.
+//! `latchkey audit verify`: checks the whole hash chain in a store, and checks it against what
+//! the store cannot rewrite: the sink stream a SIEM holds (`--stream`) and a head noted
+//! elsewhere (`--head`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::audit::{ChainKey, VERIFY_PAGE_SIZE, Verification, verify_store};
+use crate::audit::{
+    Anchor, AnchorError, Anchors, ChainKey, VERIFY_PAGE_SIZE, Verification, Verifier,
+    verify_store_with,
+};
 use crate::config::redact_url;
 
 /// Audit log tools.
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditCmd {
-    /// Verify the audit hash chain: prints the record count, or names the first broken record
-    /// and exits 1.
+    /// Verify the audit hash chain: prints the record count and what was checked, or names the
+    /// first broken record and exits 1.
+    ///
+    /// The store alone cannot prove its own tail: give `--stream` (the sink's JSON lines, as the
+    /// SIEM holds them) or `--head` to detect records deleted from the end with the head rewound.
     Verify {
         /// The store: `sqlite://PATH` or `postgres://...`.
         #[arg(long, env = "LATCHKEY_STORE__URL")]
@@ -20,6 +28,14 @@ pub(super) enum AuditCmd {
         /// The HMAC key file, if the chain was written with one.
         #[arg(long)]
         hmac_key_file: Option<PathBuf>,
+        /// A JSON-lines audit stream written by the sink (repeat for several servers): every
+        /// record in it must be in the chain with the same seq and hash.
+        #[arg(long, value_name = "FILE")]
+        stream: Vec<PathBuf>,
+        /// A head known from elsewhere, `SEQ:HASH` (hash as 64 lowercase hex digits): the chain
+        /// must hold that seq with that hash.
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Option<String>,
     },
 }
 
@@ -28,32 +44,63 @@ pub(super) async fn run(cmd: AuditCmd) -> ExitCode {
         AuditCmd::Verify {
             database,
             hmac_key_file,
-        } => verify(&database, hmac_key_file).await,
+            stream,
+            head,
+        } => verify(&database, hmac_key_file, &stream, head.as_deref()).await,
     }
 }
 
-async fn verify(database: &str, hmac_key_file: Option<PathBuf>) -> ExitCode {
+async fn verify(
+    database: &str,
+    hmac_key_file: Option<PathBuf>,
+    streams: &[PathBuf],
+    head: Option<&str>,
+) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("latchkey audit verify: {message}");
+        ExitCode::FAILURE
+    };
     let key = match hmac_key_file {
         Some(p) => match ChainKey::from_file(&p) {
             Ok(k) => k,
-            Err(e) => {
-                eprintln!("latchkey audit verify: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(e) => return fail(e.to_string()),
         },
         None => ChainKey::Sha256,
     };
+    // Anchors are read before the store's head, so a line a live server has just written is
+    // never newer than the head the walk stops at.
+    let mut anchors = Anchors::default();
+    let mut checked = vec![format!("hash: {}", key.params())];
+    for path in streams {
+        match read_stream(&mut anchors, path) {
+            Ok(lines) => checked.push(format!("stream `{}`: {lines} lines", path.display())),
+            Err(e) => return fail(format!("stream `{}`: {e}", path.display())),
+        }
+    }
+    if let Some(head) = head {
+        match Anchor::parse_head(head).and_then(|anchor| anchors.add(anchor).map(|()| anchor)) {
+            Ok(anchor) => checked.push(format!("head: {}:{}", anchor.seq, anchor.hash)),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    match anchors.last() {
+        Some(last) => checked.push(format!(
+            "anchors: {} records known from outside the store, up to seq {}",
+            anchors.len(),
+            last.seq
+        )),
+        None => checked.push(
+            "anchors: none; records deleted from the end with the head rewound cannot be \
+             detected without --stream or --head"
+                .to_owned(),
+        ),
+    }
     let store = match crate::store::connect(database).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "latchkey audit verify: cannot open `{}`: {e}",
-                redact_url(database)
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("cannot open `{}`: {e}", redact_url(database))),
     };
-    match verify_store(store.as_ref(), &key, VERIFY_PAGE_SIZE).await {
+    let verifier = Verifier::with_anchors(key, anchors);
+    let code = match verify_store_with(store.as_ref(), verifier, VERIFY_PAGE_SIZE).await {
         Ok(Verification::Intact { count, head_hash }) => {
             println!(
                 "ok: {count} records, chain intact, head {}",
@@ -65,9 +112,15 @@ async fn verify(database: &str, hmac_key_file: Option<PathBuf>) -> ExitCode {
             println!("broken: record {seq}: {reason}");
             ExitCode::FAILURE
         }
-        Err(e) => {
-            eprintln!("latchkey audit verify: cannot read the chain: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => return fail(format!("cannot read the chain: {e}")),
+    };
+    for line in checked {
+        println!("  checked {line}");
     }
+    code
+}
+
+fn read_stream(anchors: &mut Anchors, path: &Path) -> Result<u64, AnchorError> {
+    let file = std::fs::File::open(path)?;
+    anchors.read_stream(std::io::BufReader::new(file))
 }

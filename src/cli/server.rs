@@ -26,6 +26,7 @@ pub(super) async fn run(path: &Path) -> ExitCode {
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
+            eprintln!("latchkey: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -16,26 +16,18 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{Store, StoreError, chain_head, next_link, redact, url_password};
-use crate::audit::chain::{self, time_format};
-use crate::audit::{AuditRecord, CanonicalEvent, ChainHead, ChainKey, StoredAuditRecord};
+use super::chain::{NextLink, PageRow, bind_insert, chain_head, stored_records};
+use super::{Store, StoreError, redact, url_password};
+use crate::audit::{
+    AuditRecord, CanonicalEvent, ChainHead, ChainKey, ChainStore, ChainStoreError,
+    StoredAuditRecord,
+};
 
 /// A PostgreSQL-backed [`Store`].
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
 }
-
-type PageRow = (
-    i64,
-    Vec<u8>,
-    Vec<u8>,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<String>,
-    Option<String>,
-);
 
 impl PostgresStore {
     /// Connects to the database named by a `postgres://` URL and runs migrations.
@@ -67,104 +59,65 @@ impl PostgresStore {
 }
 
 #[async_trait::async_trait]
-impl Store for PostgresStore {
+impl ChainStore for PostgresStore {
     async fn append_audit(
         &self,
         event: &CanonicalEvent,
         key: &ChainKey,
-    ) -> Result<AuditRecord, StoreError> {
+    ) -> Result<AuditRecord, ChainStoreError> {
         // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
         let mut tx = self.pool.begin().await.map_err(sqlx_err)?;
-        let (head_seq, head_hash): (i64, Vec<u8>) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(sqlx_err)?;
-        let (seq, prev) = next_link(head_seq, &head_hash)?;
-        let hash = chain::link_hash(key, &prev, seq, event.text().as_bytes());
-        let ev = event.event();
-        let actor = ev.actor.as_ref();
-        sqlx::query(
-            "INSERT INTO audit_records \
-             (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(seq)
-        .bind(prev.as_bytes().as_slice())
-        .bind(hash.as_bytes().as_slice())
-        .bind(event.text())
-        .bind(&ev.event)
-        .bind(ev.time)
-        .bind(actor.map(|a| a.issuer.as_str()))
-        .bind(actor.map(|a| a.subject.as_str()))
-        .execute(&mut *tx)
-        .await
-        .map_err(sqlx_err)?;
-        let moved =
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
-                .bind(seq)
-                .bind(hash.as_bytes().as_slice())
-                .bind(head_seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(sqlx_err)?
-                .rows_affected();
+        let (head_seq, head_hash): (i64, Vec<u8>) = sqlx::query_as(LOCK_HEAD)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        let link = NextLink::after(head_seq, &head_hash, event, key)?;
+        bind_insert(sqlx::query(INSERT), &link, event, event.event().time)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        let moved = sqlx::query(MOVE_HEAD)
+            .bind(link.seq)
+            .bind(link.hash.as_bytes().as_slice())
+            .bind(link.head_seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?
+            .rows_affected();
         if moved != 1 {
-            return Err(StoreError::Conflict(
+            return Err(ChainStoreError::Conflict(
                 "audit head moved during an append".to_owned(),
             ));
         }
         tx.commit().await.map_err(sqlx_err)?;
-        Ok(AuditRecord {
-            seq,
-            prev_hash: prev,
-            hash,
-            event: ev.clone(),
-        })
+        Ok(link.record(event))
     }
 
-    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
-        let (seq, hash): (i64, Vec<u8>) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(sqlx_err)?;
-        chain_head(seq, &hash)
+    async fn audit_head(&self) -> Result<ChainHead, ChainStoreError> {
+        let (seq, hash): (i64, Vec<u8>) = sqlx::query_as(SELECT_HEAD)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(chain_head(seq, &hash)?)
     }
 
     async fn audit_page(
         &self,
         after_seq: i64,
         limit: u32,
-    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
-        let rows: Vec<PageRow> = sqlx::query_as(
-            "SELECT seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject \
-             FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sqlx_err)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(seq, prev_hash, hash, canonical, event, time, actor_issuer, actor_subject)| {
-                    StoredAuditRecord {
-                        seq,
-                        prev_hash,
-                        hash,
-                        canonical,
-                        event,
-                        time: time_format::format(&time),
-                        actor_issuer,
-                        actor_subject,
-                    }
-                },
-            )
-            .collect())
+    ) -> Result<Vec<StoredAuditRecord>, ChainStoreError> {
+        let rows: Vec<PageRow<DateTime<Utc>>> = sqlx::query_as(SELECT_PAGE)
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(stored_records(rows))
     }
+}
 
+#[async_trait::async_trait]
+impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
     }
@@ -181,6 +134,20 @@ impl Store for PostgresStore {
 fn sqlx_err(err: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(err, None)
 }
+
+// SECURITY: every append locks the one head row first; this is what serializes replicas.
+const LOCK_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+
+const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+
+const INSERT: &str = "INSERT INTO audit_records \
+     (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3";
+
+const SELECT_PAGE: &str = "SELECT seq, prev_hash, hash, canonical, event, event_time, \
+     actor_issuer, actor_subject FROM audit_records WHERE seq > $1 ORDER BY seq LIMIT $2";
 
 /// How long an append waits for the head lock held by another append before failing.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -15,9 +15,12 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Store, StoreError, chain_head, next_link};
-use crate::audit::chain;
-use crate::audit::{AuditRecord, CanonicalEvent, ChainHead, ChainKey, StoredAuditRecord};
+use super::chain::{NextLink, PageRow, bind_insert, chain_head, stored_records};
+use super::{Store, StoreError};
+use crate::audit::{
+    AuditRecord, CanonicalEvent, ChainHead, ChainKey, ChainStore, ChainStoreError,
+    StoredAuditRecord,
+};
 
 /// A SQLite-backed [`Store`].
 #[derive(Debug)]
@@ -25,17 +28,6 @@ pub struct SqliteStore {
     pool: SqlitePool,
     write_lock: tokio::sync::Mutex<()>,
 }
-
-type PageRow = (
-    i64,
-    Vec<u8>,
-    Vec<u8>,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-);
 
 impl SqliteStore {
     /// Opens (creating if missing) the database named by a `sqlite:` URL and runs migrations.
@@ -86,12 +78,12 @@ impl SqliteStore {
 }
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
+impl ChainStore for SqliteStore {
     async fn append_audit(
         &self,
         event: &CanonicalEvent,
         key: &ChainKey,
-    ) -> Result<AuditRecord, StoreError> {
+    ) -> Result<AuditRecord, ChainStoreError> {
         let _writer = self.write_lock.lock().await;
         // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
         let mut tx = self
@@ -99,95 +91,57 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sqlx_err)?;
-        let (head_seq, head_hash): (i64, Vec<u8>) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(sqlx_err)?;
-        let (seq, prev) = next_link(head_seq, &head_hash)?;
-        let hash = chain::link_hash(key, &prev, seq, event.text().as_bytes());
-        let ev = event.event();
-        let actor = ev.actor.as_ref();
-        sqlx::query(
-            "INSERT INTO audit_records \
-             (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(prev.as_bytes().as_slice())
-        .bind(hash.as_bytes().as_slice())
-        .bind(event.text())
-        .bind(&ev.event)
-        .bind(event.time_text())
-        .bind(actor.map(|a| a.issuer.as_str()))
-        .bind(actor.map(|a| a.subject.as_str()))
-        .execute(&mut *tx)
-        .await
-        .map_err(sqlx_err)?;
-        let moved = sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1 AND seq = ?")
-            .bind(seq)
-            .bind(hash.as_bytes().as_slice())
-            .bind(head_seq)
+        let (head_seq, head_hash): (i64, Vec<u8>) = sqlx::query_as(SELECT_HEAD)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        let link = NextLink::after(head_seq, &head_hash, event, key)?;
+        bind_insert(sqlx::query(INSERT), &link, event, event.time_text())
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_err)?;
+        let moved = sqlx::query(MOVE_HEAD)
+            .bind(link.seq)
+            .bind(link.hash.as_bytes().as_slice())
+            .bind(link.head_seq)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?
             .rows_affected();
         if moved != 1 {
-            return Err(StoreError::Conflict(
+            return Err(ChainStoreError::Conflict(
                 "audit head moved during an append".to_owned(),
             ));
         }
         tx.commit().await.map_err(sqlx_err)?;
-        Ok(AuditRecord {
-            seq,
-            prev_hash: prev,
-            hash,
-            event: ev.clone(),
-        })
+        Ok(link.record(event))
     }
 
-    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
-        let (seq, hash): (i64, Vec<u8>) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(sqlx_err)?;
-        chain_head(seq, &hash)
+    async fn audit_head(&self) -> Result<ChainHead, ChainStoreError> {
+        let (seq, hash): (i64, Vec<u8>) = sqlx::query_as(SELECT_HEAD)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(chain_head(seq, &hash)?)
     }
 
     async fn audit_page(
         &self,
         after_seq: i64,
         limit: u32,
-    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
-        let rows: Vec<PageRow> = sqlx::query_as(
-            "SELECT seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject \
-             FROM audit_records WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sqlx_err)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(seq, prev_hash, hash, canonical, event, time, actor_issuer, actor_subject)| {
-                    StoredAuditRecord {
-                        seq,
-                        prev_hash,
-                        hash,
-                        canonical,
-                        event,
-                        time,
-                        actor_issuer,
-                        actor_subject,
-                    }
-                },
-            )
-            .collect())
+    ) -> Result<Vec<StoredAuditRecord>, ChainStoreError> {
+        let rows: Vec<PageRow<String>> = sqlx::query_as(SELECT_PAGE)
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(stored_records(rows))
     }
+}
 
+#[async_trait::async_trait]
+impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
@@ -227,6 +181,17 @@ impl UrlParams {
 fn sqlx_err(err: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(err, None)
 }
+
+const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+
+const INSERT: &str = "INSERT INTO audit_records \
+     (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+
+const MOVE_HEAD: &str = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1 AND seq = ?";
+
+const SELECT_PAGE: &str = "SELECT seq, prev_hash, hash, canonical, event, event_time, \
+     actor_issuer, actor_subject FROM audit_records WHERE seq > ? ORDER BY seq LIMIT ?";
 
 /// How long a writer waits for another connection's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,287 @@
+//! The async side of the audit trail: the [`Recorder`] port the use cases write through, the
+//! [`Auditor`] that implements it over a [`ChainStore`] and a [`Sink`], [`verify_store`], and
+//! the start-up check that a store has not fallen behind its sink file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::port::{ChainStore, ChainStoreError};
+use super::sink::{self, Sink, SinkError, SinkTail};
+use super::verify::{Verification, Verifier};
+use super::{AuditEvent, AuditRecord, CanonicalError, CanonicalEvent, ChainKey, ChainParams};
+use super::{ChainHead, StoredAuditRecord};
+
+/// Appends audit events durably: what the use cases hold, so their tests can use a fake.
+#[async_trait::async_trait]
+pub trait Recorder: Send + Sync + 'static {
+    /// Appends `event` to the chain durably and returns the record.
+    ///
+    /// # Errors
+    ///
+    /// Any error means nothing was recorded: the caller must fail closed.
+    async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError>;
+
+    /// How this recorder hashes the chain, for the `server.started` declaration.
+    fn params(&self) -> ChainParams;
+}
+
+/// Appends audit events to the store, then copies each record to the sink.
+///
+/// The store is the audit of record. If [`Auditor::append`] returns an error, the event was NOT
+/// recorded and the caller must fail closed: no credentials, no key push, answer 503.
+pub struct Auditor {
+    store: Arc<dyn ChainStore>,
+    key: ChainKey,
+    sink: Sink,
+    // INVARIANT: held from the store append through the sink write, so this process writes its
+    // sink lines in `seq` order.
+    order: tokio::sync::Mutex<()>,
+}
+
+/// Why an event could not be audited. Either way nothing was recorded: fail closed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The event has a value the canonical form cannot represent exactly.
+    #[error("audit event cannot be canonicalized: {0}")]
+    Invalid(#[from] CanonicalError),
+    /// The store did not durably accept the record.
+    #[error("audit record was not stored: {0}")]
+    Unavailable(#[source] ChainStoreError),
+}
+
+/// Why a server must not append to its store: the store is behind, or not the chain, its sink
+/// file already holds.
+#[derive(Debug, thiserror::Error)]
+pub enum ContinuityError {
+    /// The store's chain ends before the sink file's last record: records were deleted and the
+    /// head rewound, or the store was emptied or replaced.
+    #[error(
+        "the audit store's chain ends at seq {head}, but the sink file `{path}` already holds seq {file_seq}: the store was rewound or replaced; refusing to append to it (check it with `latchkey audit verify --stream`)"
+    )]
+    Behind {
+        /// The store's head `seq`.
+        head: i64,
+        /// The `seq` of the sink file's last record.
+        file_seq: i64,
+        /// The sink file.
+        path: PathBuf,
+    },
+    /// The store holds a different record at the sink file's last `seq`.
+    #[error(
+        "the audit store's record {seq} is not the record {seq} in the sink file `{path}`: the store was rewritten or replaced; refusing to append to it (check it with `latchkey audit verify --stream`)"
+    )]
+    Diverged {
+        /// The `seq` that differs.
+        seq: i64,
+        /// The sink file.
+        path: PathBuf,
+    },
+    /// The sink file's last line could not be read.
+    #[error("{0}")]
+    Sink(#[from] SinkError),
+    /// The store could not be read.
+    #[error("cannot read the audit chain: {0}")]
+    Store(#[from] ChainStoreError),
+}
+
+// === impl Auditor ===
+
+impl Auditor {
+    /// Builds an auditor over a connected store, a chain key and an opened sink.
+    pub fn new(store: Arc<dyn ChainStore>, key: ChainKey, sink: Sink) -> Self {
+        Self {
+            store,
+            key,
+            sink,
+            order: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Appends `event` to the chain durably, then writes its sink line.
+    ///
+    /// Returns the record once the store has committed it. A failed sink write is logged and
+    /// does not fail the append, because the store already holds the record.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Invalid`] if the event cannot be canonicalized and
+    /// [`AuditError::Unavailable`] if the store did not commit it. In both cases nothing was
+    /// recorded, and the caller must not grant anything.
+    pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
+        let canonical = CanonicalEvent::new(event)?;
+        let _order = self.order.lock().await;
+        let record = self
+            .store
+            .append_audit(&canonical, &self.key)
+            .await
+            .map_err(AuditError::Unavailable)?;
+        if let Err(err) = self.sink.write(&record).await {
+            tracing::error!(
+                audit.seq = record.seq,
+                error = %err,
+                "audit sink write failed for record {}; the store holds it",
+                record.seq
+            );
+        }
+        Ok(record)
+    }
+
+    /// Verifies the whole chain in the store with this auditor's key.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ChainStoreError`] if the store cannot be read; a damaged chain is a successful
+    /// [`Verification::Broken`].
+    pub async fn verify(&self) -> Result<Verification, ChainStoreError> {
+        verify_store(self.store.as_ref(), &self.key, VERIFY_PAGE_SIZE).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Recorder for Auditor {
+    async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
+        Auditor::append(self, event).await
+    }
+
+    fn params(&self) -> ChainParams {
+        self.key.params()
+    }
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("key", &self.key)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses a store that is behind, or holds another chain than, the sink file at `path`.
+///
+/// Run at start-up, before the first append: a store whose tail was deleted and whose head was
+/// rewound would otherwise be appended to silently, re-using `seq`s the SIEM already holds.
+/// Returns the file's last record, or `None` for a missing or empty file.
+///
+/// # Errors
+///
+/// [`ContinuityError::Behind`] when the store's head is below the file's last `seq`,
+/// [`ContinuityError::Diverged`] when the store's record at that `seq` has another hash, and
+/// [`ContinuityError::Sink`] or [`ContinuityError::Store`] when either cannot be read.
+pub async fn check_sink_continuity(
+    store: &dyn ChainStore,
+    path: &Path,
+) -> Result<Option<SinkTail>, ContinuityError> {
+    let owned = path.to_path_buf();
+    let tail = tokio::task::spawn_blocking(move || sink::last_record(&owned))
+        .await
+        .map_err(|err| SinkError::Write(std::io::Error::other(err.to_string())))??;
+    let Some(tail) = tail else {
+        return Ok(None);
+    };
+    let head = store.audit_head().await?;
+    if head.seq < tail.seq {
+        return Err(ContinuityError::Behind {
+            head: head.seq,
+            file_seq: tail.seq,
+            path: path.to_path_buf(),
+        });
+    }
+    let stored = store.audit_page(tail.seq.saturating_sub(1), 1).await?;
+    let same = stored
+        .first()
+        .is_some_and(|r| r.seq == tail.seq && r.hash.as_slice() == tail.hash.as_bytes());
+    if !same {
+        return Err(ContinuityError::Diverged {
+            seq: tail.seq,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Some(tail))
+}
+
+/// Verifies the chain held by `store` with `key`, reading `page_size` records at a time.
+///
+/// # Errors
+///
+/// Returns [`ChainStoreError`] if the store cannot be read; a damaged chain is a successful
+/// [`Verification::Broken`].
+pub async fn verify_store(
+    store: &dyn ChainStore,
+    key: &ChainKey,
+    page_size: u32,
+) -> Result<Verification, ChainStoreError> {
+    verify_store_with(store, Verifier::new(key.clone()), page_size).await
+}
+
+/// Verifies the chain held by `store` with `verifier` (which may carry anchors), reading
+/// `page_size` records at a time.
+///
+/// The head is read first and the walk stops there, so records appended while verifying are
+/// left for the next run; read any anchors BEFORE calling this, so that a stream line written
+/// by a live server is never newer than the head. Pages are read by `seq` range, two at a time,
+/// while the previous page is checked on a blocking thread, so reading and hashing overlap.
+///
+/// # Errors
+///
+/// Returns [`ChainStoreError`] if the store cannot be read; a damaged chain is a successful
+/// [`Verification::Broken`].
+pub async fn verify_store_with(
+    store: &dyn ChainStore,
+    mut verifier: Verifier,
+    page_size: u32,
+) -> Result<Verification, ChainStoreError> {
+    let head: ChainHead = store.audit_head().await?;
+    let step = i64::from(page_size.max(1));
+    let mut from = 0_i64;
+    let mut page = Vec::new();
+    loop {
+        let done = from >= head.seq;
+        // Check `page` (the ranges before `from`) while reading the next two ranges.
+        let check = tokio::task::spawn_blocking(move || {
+            let result = page.iter().try_for_each(|record| verifier.check(record));
+            (verifier, result)
+        });
+        let (checked, first, second) = tokio::join!(
+            check,
+            range(store, from, step, head.seq),
+            range(store, from.saturating_add(step), step, head.seq),
+        );
+        let (checked_verifier, result) = checked.map_err(|err| {
+            ChainStoreError::Unavailable(format!("verification task did not finish: {err}"))
+        })?;
+        if let Err(broken) = result {
+            return Ok(broken);
+        }
+        verifier = checked_verifier;
+        if done {
+            return Ok(verifier.finish(&head));
+        }
+        let (mut first, second) = (first?, second?);
+        first.extend(second);
+        page = first;
+        from = from.saturating_add(step.saturating_mul(2));
+    }
+}
+
+/// The stored records with `after < seq <= min(after + step, head)`, or none past the head.
+async fn range(
+    store: &dyn ChainStore,
+    after: i64,
+    step: i64,
+    head: i64,
+) -> Result<Vec<StoredAuditRecord>, ChainStoreError> {
+    let upto = after.saturating_add(step).min(head);
+    if after >= upto {
+        return Ok(Vec::new());
+    }
+    let limit = u32::try_from(upto - after).unwrap_or(u32::MAX);
+    let mut records = store.audit_page(after, limit).await?;
+    // A gap pulls later records into this page; they belong to the next range.
+    records.retain(|r| r.seq <= upto);
+    Ok(records)
+}
+
+/// Records per page when verifying: large enough to amortize queries, small enough to bound
+/// memory (four pages are held at once) to tens of megabytes.
+pub const VERIFY_PAGE_SIZE: u32 = 10_000;

@@ -1,0 +1,61 @@
+//! The port the chain is stored through: append a link, read the head, read a page.
+//!
+//! The store backends implement [`ChainStore`]; the audit module never names a backend, so the
+//! dependency points from the store to the audit module and never back.
+//!
+//! INVARIANT: an implementation appends under one serialization point shared by every writer of
+//! the chain (all connections, all processes), reads the head, inserts the record and moves the
+//! head in one durable transaction, so the chain can never fork.
+
+use super::{AuditRecord, CanonicalEvent, ChainHead, ChainKey, StoredAuditRecord};
+
+/// Durable storage for the hash chain. Object safe: callers hold an `Arc<dyn ChainStore>`.
+#[async_trait::async_trait]
+pub trait ChainStore: Send + Sync + 'static {
+    /// Appends `event` as the next link of the chain, hashed with `key`, and returns the record
+    /// once it is committed durably.
+    ///
+    /// # Errors
+    ///
+    /// Any error means the record was not committed; the caller must fail closed.
+    async fn append_audit(
+        &self,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<AuditRecord, ChainStoreError>;
+
+    /// The newest link: its `seq` and hash (`seq` 0 for an empty chain).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ChainStoreError`] if the store cannot be read or the head is damaged.
+    async fn audit_head(&self) -> Result<ChainHead, ChainStoreError>;
+
+    /// Up to `limit` stored records with `seq > after_seq`, in `seq` order, exactly as stored.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ChainStoreError`] if the store cannot be read.
+    async fn audit_page(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredAuditRecord>, ChainStoreError>;
+}
+
+/// Why the chain could not be read or appended to. The message never carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainStoreError {
+    /// A write conflicted with another (a unique key, a head that moved).
+    #[error("conflicting write: {0}")]
+    Conflict(String),
+    /// Stored data is not what the schema promises.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store refused the operation for another reason.
+    #[error("store query failed: {0}")]
+    Failed(String),
+    /// The store cannot be reached or cannot accept writes right now.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}

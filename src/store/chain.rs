@@ -1,0 +1,168 @@
+//! The audit chain's rows, shared by both backends: the next link computed from the head and
+//! the canonical event, the values an insert binds, and the row-to-record mapping of a page.
+//!
+//! What stays in each backend is what differs: the SQL dialect, how appends are serialized
+//! (SQLite: one writer with `BEGIN IMMEDIATE`; PostgreSQL: the head row locked `FOR UPDATE`) and
+//! how commits are made durable.
+
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::audit::chain::{self, time_format};
+use crate::audit::{
+    AuditRecord, CanonicalEvent, ChainHash, ChainHead, ChainKey, StoredAuditRecord,
+};
+
+/// The record after the head, computed inside the append's transaction.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NextLink {
+    /// The head's `seq` as read, for the compare-and-set that moves the head.
+    pub(crate) head_seq: i64,
+    /// The new record's `seq`.
+    pub(crate) seq: i64,
+    /// The head's hash: the new record's `prev_hash`.
+    pub(crate) prev: ChainHash,
+    /// The new record's hash.
+    pub(crate) hash: ChainHash,
+}
+
+/// One row of `audit_records` as a page query selects it: `seq, prev_hash, hash, canonical,
+/// event, event_time, actor_issuer, actor_subject`; `T` is the backend's type for `event_time`.
+pub(crate) type PageRow<T> = (
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+    String,
+    T,
+    Option<String>,
+    Option<String>,
+);
+
+/// An `event_time` column value as the canonical text writes it.
+pub(crate) trait EventTime {
+    /// The time in the canonical text's format.
+    fn into_text(self) -> String;
+}
+
+// === impl NextLink ===
+
+impl NextLink {
+    /// The link after the head row `(head_seq, head_hash)` for `event`, hashed with `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] if the head's hash is not 32 bytes or its `seq` is out of range.
+    pub(crate) fn after(
+        head_seq: i64,
+        head_hash: &[u8],
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<Self, StoreError> {
+        let prev = ChainHash::from_slice(head_hash)
+            .ok_or_else(|| StoreError::Corrupt("audit head hash is not 32 bytes".to_owned()))?;
+        let seq = head_seq
+            .checked_add(1)
+            .filter(|seq| *seq >= 1)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("audit head seq `{head_seq}` is out of range"))
+            })?;
+        let hash = chain::link_hash(key, &prev, seq, event.text().as_bytes());
+        Ok(Self {
+            head_seq,
+            seq,
+            prev,
+            hash,
+        })
+    }
+
+    /// The record this link makes of `event`, once committed.
+    pub(crate) fn record(&self, event: &CanonicalEvent) -> AuditRecord {
+        AuditRecord {
+            seq: self.seq,
+            prev_hash: self.prev,
+            hash: self.hash,
+            event: event.event().clone(),
+        }
+    }
+
+    /// The actor issuer and subject columns of `event`.
+    pub(crate) fn actor_columns(event: &CanonicalEvent) -> (Option<&str>, Option<&str>) {
+        let actor = event.event().actor.as_ref();
+        (
+            actor.map(|a| a.issuer.as_str()),
+            actor.map(|a| a.subject.as_str()),
+        )
+    }
+}
+
+/// Binds the values of `link` for `event` to an insert of the columns in [`PageRow`]'s order;
+/// `time` is the backend's value for `event_time`.
+pub(crate) fn bind_insert<'q, DB, T>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    link: &'q NextLink,
+    event: &'q CanonicalEvent,
+    time: T,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    T: 'q + sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let (issuer, subject) = NextLink::actor_columns(event);
+    query
+        .bind(link.seq)
+        .bind(link.prev.as_bytes().as_slice())
+        .bind(link.hash.as_bytes().as_slice())
+        .bind(event.text())
+        .bind(event.event().event.as_str())
+        .bind(time)
+        .bind(issuer)
+        .bind(subject)
+}
+
+/// The head row `(seq, hash)` as a [`ChainHead`].
+///
+/// # Errors
+///
+/// [`StoreError::Corrupt`] if the hash is not 32 bytes.
+pub(crate) fn chain_head(seq: i64, hash: &[u8]) -> Result<ChainHead, StoreError> {
+    let hash = ChainHash::from_slice(hash)
+        .ok_or_else(|| StoreError::Corrupt("audit head hash is not 32 bytes".to_owned()))?;
+    Ok(ChainHead { seq, hash })
+}
+
+/// A page's rows as stored records, exactly as stored.
+pub(crate) fn stored_records<T: EventTime>(rows: Vec<PageRow<T>>) -> Vec<StoredAuditRecord> {
+    rows.into_iter()
+        .map(
+            |(seq, prev_hash, hash, canonical, event, time, actor_issuer, actor_subject)| {
+                StoredAuditRecord {
+                    seq,
+                    prev_hash,
+                    hash,
+                    canonical,
+                    event,
+                    time: time.into_text(),
+                    actor_issuer,
+                    actor_subject,
+                }
+            },
+        )
+        .collect()
+}
+
+impl EventTime for String {
+    fn into_text(self) -> String {
+        self
+    }
+}
+
+impl EventTime for DateTime<Utc> {
+    fn into_text(self) -> String {
+        time_format::format(&self)
+    }
+}
