@@ -3,6 +3,7 @@
 //! - [`idp`]: panva's `oidc-provider` (tests/idp), the OpenID Provider latchkey trusts.
 //! - [`moto`]: moto's server standing in for AWS STS, and the AWS CLI (tests/.venv).
 //! - [`broker`]: latchkey itself, in process or as the real binary.
+//! - [`pg`]: a PostgreSQL schema of its own per test, dropped afterwards.
 
 #[allow(
     dead_code,
@@ -21,6 +22,10 @@ pub mod moto;
 #[allow(dead_code, reason = "not every test uses every helper")]
 #[path = "harness/broker.rs"]
 pub mod broker;
+
+#[allow(dead_code, reason = "not every test uses every helper")]
+#[path = "harness/pg.rs"]
+pub mod pg;
 
 /// A free TCP port on 127.0.0.1: binds port 0, reads the port the OS chose, and releases it.
 pub fn free_port() -> u16 {

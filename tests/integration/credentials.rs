@@ -306,15 +306,8 @@ async fn assert_recovers(broker: &TestBroker, moto: &Moto, token: &str) {
 async fn with_postgres_locked_the_answer_is_503_and_sts_is_never_called() {
     let idp = idp::shared().await;
     let moto = Moto::start().await;
-    let base = std::env::var("LATCHKEY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let schema = format!("lk_cred_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+    let db = crate::harness::pg::PgSchema::create("lk_cred").await;
+    let url = db.url.clone();
     let mut opts = BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint());
     opts.store_url = Some(url.clone());
     let broker = TestBroker::start(opts).await;
@@ -330,10 +323,6 @@ async fn with_postgres_locked_the_answer_is_503_and_sts_is_never_called() {
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     assert_recovers(&broker, &moto, &alice).await;
     broker.stop().await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

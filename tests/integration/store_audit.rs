@@ -1,6 +1,6 @@
 //! The audit chain on real stores: SQLite files and the PostgreSQL at 127.0.0.1:5432
-//! (`LATCHKEY_TEST_POSTGRES_URL` overrides it). Each story runs once per backend; every
-//! PostgreSQL run gets its own schema, dropped afterwards, so concurrent runs never meet.
+//! (`LATCHKEY_TEST_PG_URL` overrides it). Each story runs once per backend; every PostgreSQL run
+//! gets its own schema (`harness::pg`), dropped afterwards, so concurrent runs never meet.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,12 +8,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use latchkey::audit::{
-    self, Actor, AuditError, AuditEvent, AuditRecord, Auditor, BreakReason, CanonicalEvent,
-    ChainHash, ChainKey, Outcome, Sink, SinkConfig, Verification,
+    self, Actor, Anchor, AnchorSource, Anchors, AuditError, AuditEvent, AuditRecord, Auditor,
+    BreakReason, CanonicalEvent, ChainHash, ChainKey, ChainStore, ChainStoreError, Outcome, Sink,
+    SinkConfig, Verification,
 };
-use latchkey::store::{self, Store, StoreError};
+use latchkey::store::{self, Store};
 use serde_json::json;
 use sqlx::Connection;
+
+use crate::harness::broker::{BrokerOptions, client_for, write_config};
+use crate::harness::pg::PgSchema;
 
 // === stories ===
 
@@ -160,7 +164,7 @@ async fn hmac_chain_verifies_only_with_its_key(db: &TestDb) {
     let sink = Sink::open(&SinkConfig::File(sink_path.clone()))
         .await
         .unwrap();
-    let auditor = Auditor::new(Arc::clone(&store), key_a.clone(), sink);
+    let auditor = Auditor::new(chain_of(&store), key_a.clone(), sink);
     let mut written = Vec::new();
     for i in 0..50 {
         written.push(auditor.append(event("h", i)).await.unwrap());
@@ -251,6 +255,332 @@ async fn two_processes_share_one_chain(db: &TestDb) {
     }
 }
 
+/// Deleting the newest records and rewinding the head row leaves a chain that still links; the
+/// sink stream and a head known from elsewhere both catch it, naming the first missing seq.
+async fn a_cut_tail_with_a_rewound_head_is_caught(db: &TestDb) {
+    let store = db.store().await;
+    let key = ChainKey::Sha256;
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("audit.jsonl");
+    let written = write_history(&store, &key, &stream, 299).await;
+    let last = written.last().unwrap();
+    let head = format!("{}:{}", last.seq, last.hash);
+    let stream_arg = stream.to_str().unwrap();
+    assert!(matches!(
+        verify_anchored(store.as_ref(), &key, Some(&stream), Some(&head)).await,
+        Verification::Intact { count: 300, .. }
+    ));
+    let (code, out) = cli_verify(&db.url, &["--stream", stream_arg, "--head", &head]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: 300 records, chain intact"), "{out}");
+
+    assert_eq!(
+        db.exec("DELETE FROM audit_records WHERE seq > 250").await,
+        50
+    );
+    db.set_head(250, &written[249].hash).await;
+
+    // The store alone cannot tell.
+    assert!(matches!(
+        verify(store.as_ref(), &key).await,
+        Verification::Intact { count: 250, .. }
+    ));
+    let behind = |anchor| {
+        broken(
+            251,
+            BreakReason::BehindAnchor {
+                last: 250,
+                anchored: 300,
+                anchor,
+            },
+        )
+    };
+    assert_eq!(
+        verify_anchored(store.as_ref(), &key, Some(&stream), None).await,
+        behind(AnchorSource::StreamLine(300))
+    );
+    assert_eq!(
+        verify_anchored(store.as_ref(), &key, None, Some(&head)).await,
+        behind(AnchorSource::Head)
+    );
+    let (code, out) = cli_verify(&db.url, &["--stream", stream_arg]);
+    eprintln!("verify --stream after a cut tail:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "broken: record 251: record is missing; the chain ends at seq 250 but stream line 300 holds seq 300"
+        ),
+        "{out}"
+    );
+    let (code, out) = cli_verify(&db.url, &["--head", &head]);
+    eprintln!("verify --head after a cut tail:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "broken: record 251: record is missing; the chain ends at seq 250 but the given head holds seq 300"
+        ),
+        "{out}"
+    );
+}
+
+/// Emptying the store and resetting the head verifies as an empty chain on its own; the stream
+/// and the head name record 1 as missing, and a chain grown again differs from the stream at 1.
+async fn a_wiped_store_with_a_reset_head_is_caught(db: &TestDb) {
+    let store = db.store().await;
+    let key = ChainKey::Sha256;
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("audit.jsonl");
+    let written = write_history(&store, &key, &stream, 19).await;
+    let last = written.last().unwrap();
+    let head = format!("{}:{}", last.seq, last.hash);
+    let stream_arg = stream.to_str().unwrap();
+
+    assert_eq!(db.exec("DELETE FROM audit_records").await, 20);
+    db.set_head(0, &ChainHash::GENESIS).await;
+
+    assert!(matches!(
+        verify(store.as_ref(), &key).await,
+        Verification::Intact { count: 0, .. }
+    ));
+    let missing = |anchor| {
+        broken(
+            1,
+            BreakReason::BehindAnchor {
+                last: 0,
+                anchored: 20,
+                anchor,
+            },
+        )
+    };
+    assert_eq!(
+        verify_anchored(store.as_ref(), &key, Some(&stream), None).await,
+        missing(AnchorSource::StreamLine(20))
+    );
+    assert_eq!(
+        verify_anchored(store.as_ref(), &key, None, Some(&head)).await,
+        missing(AnchorSource::Head)
+    );
+    let (code, out) = cli_verify(&db.url, &["--stream", stream_arg]);
+    eprintln!("verify --stream after a wipe:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "broken: record 1: record is missing; the chain ends at seq 0 but stream line 20 holds seq 20"
+        ),
+        "{out}"
+    );
+    let (code, out) = cli_verify(&db.url, &["--head", &head]);
+    eprintln!("verify --head after a wipe:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken: record 1: record is missing; the chain ends at seq 0"),
+        "{out}"
+    );
+    // A server would refuse this store.
+    let err = audit::check_sink_continuity(store.as_ref(), &stream)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            audit::ContinuityError::Behind {
+                head: 0,
+                file_seq: 20,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Grown again past the stream: a different chain.
+    for i in 0..25 {
+        let event = CanonicalEvent::new(event("regrown", i)).unwrap();
+        store.append_audit(&event, &key).await.unwrap();
+    }
+    assert_eq!(
+        verify_anchored(store.as_ref(), &key, Some(&stream), None).await,
+        broken(
+            1,
+            BreakReason::AnchorMismatch {
+                anchor: AnchorSource::StreamLine(1)
+            }
+        )
+    );
+    let (code, out) = cli_verify(&db.url, &["--stream", stream_arg]);
+    eprintln!("verify --stream after a wipe and 25 new records:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken: record 1: hash differs from stream line 1"),
+        "{out}"
+    );
+    let err = audit::check_sink_continuity(store.as_ref(), &stream)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, audit::ContinuityError::Diverged { seq: 20, .. }),
+        "{err}"
+    );
+}
+
+/// An HMAC chain rehashed with plain SHA-256 by someone without the key: refused with the key,
+/// refused without it (its `server.started` says it is keyed), and when the declaration is
+/// rewritten too, refused with the key or against the stream.
+async fn a_keyless_rewrite_of_a_keyed_chain_fails(db: &TestDb) {
+    let store = db.store().await;
+    let key = ChainKey::hmac(&[0xa5; 32]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("audit.jsonl");
+    let key_file = dir.path().join("audit.key");
+    std::fs::write(&key_file, [0xa5; 32]).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    write_history(&store, &key, &stream, 20).await;
+    assert!(matches!(
+        verify(store.as_ref(), &key).await,
+        Verification::Intact { count: 21, .. }
+    ));
+    let sha = ChainKey::Sha256;
+    let declared = key.params();
+
+    rehash(db, store.as_ref()).await;
+    assert_eq!(
+        verify(store.as_ref(), &sha).await,
+        broken(1, BreakReason::KeyRequired { declared })
+    );
+    assert_eq!(
+        verify(store.as_ref(), &key).await,
+        broken(1, BreakReason::HashMismatch)
+    );
+    let (code, out) = cli_verify(&db.url, &[]);
+    eprintln!("verify without the key after a keyless rewrite:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "broken: record 1: server.started declares hmac-sha256 with key id {}; this chain can only be verified with that key",
+            declared.key_id.unwrap()
+        )),
+        "{out}"
+    );
+    let key_arg = key_file.to_str().unwrap();
+    let (code, out) = cli_verify(&db.url, &["--hmac-key-file", key_arg]);
+    eprintln!("verify with the key after a keyless rewrite:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken: record 1: hash does not match the canonical text"),
+        "{out}"
+    );
+
+    // The declaration rewritten too, then everything rehashed again.
+    let declaration = serde_json::to_string(&declared).unwrap();
+    let sql = format!(
+        "UPDATE audit_records SET canonical = replace(canonical, '{declaration}', '{{\"hash\":\"sha256\"}}') WHERE seq = 1"
+    );
+    assert_eq!(db.exec(&sql).await, 1);
+    rehash(db, store.as_ref()).await;
+    assert_eq!(
+        verify(store.as_ref(), &key).await,
+        broken(
+            1,
+            BreakReason::ParamsMismatch {
+                declared: sha.params(),
+                used: declared
+            }
+        )
+    );
+    // Without the key, only what the store cannot rewrite tells.
+    assert!(matches!(
+        verify(store.as_ref(), &sha).await,
+        Verification::Intact { count: 21, .. }
+    ));
+    assert_eq!(
+        verify_anchored(store.as_ref(), &sha, Some(&stream), None).await,
+        broken(
+            1,
+            BreakReason::AnchorMismatch {
+                anchor: AnchorSource::StreamLine(1)
+            }
+        )
+    );
+    let (code, out) = cli_verify(&db.url, &["--hmac-key-file", key_arg]);
+    eprintln!("verify with the key after a rewrite of the declaration:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken: record 1: server.started declares sha256, but the chain is being verified as hmac-sha256 with key id"),
+        "{out}"
+    );
+    let (code, out) = cli_verify(&db.url, &["--stream", stream.to_str().unwrap()]);
+    eprintln!("verify --stream without the key after a rewrite of the declaration:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken: record 1: hash differs from stream line 1"),
+        "{out}"
+    );
+}
+
+/// The real server, with a file sink, refuses to start (exit 1, naming both seqs) on a store
+/// whose chain is behind the file's last record; a healthy store starts and its `server.started`
+/// declares the chain's hash mode.
+async fn a_server_refuses_a_store_behind_its_sink_file(db: &TestDb) {
+    let idp = crate::harness::idp::shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = BrokerOptions::issuer(idp.issuer());
+    opts.store_url = Some(db.url.clone());
+    let listen = format!("127.0.0.1:{}", crate::harness::free_port());
+    let config = write_config(dir.path(), &opts, &listen);
+
+    // A healthy start.
+    let mut server = spawn_server(&config, dir.path(), "first");
+    wait_ready(dir.path(), &listen, &mut server).await;
+    terminate(server);
+    let store = db.store().await;
+    let records = all_records(store.as_ref()).await;
+    let started = records.last().unwrap();
+    assert_eq!(started.event, "server.started");
+    assert!(
+        started.canonical.contains(r#""chain":{"hash":"sha256"}"#),
+        "{}",
+        started.canonical
+    );
+
+    // More traffic, copied to the same sink file, then the store is rewound below it.
+    let sink_path = dir.path().join("audit.jsonl");
+    let sink = Sink::open(&SinkConfig::File(sink_path.clone()))
+        .await
+        .unwrap();
+    let auditor = Auditor::new(chain_of(&store), ChainKey::Sha256, sink);
+    let mut written = Vec::new();
+    for i in 0..5 {
+        written.push(auditor.append(event("traffic", i)).await.unwrap());
+    }
+    assert_eq!(written.last().unwrap().seq, 6);
+    assert_eq!(db.exec("DELETE FROM audit_records WHERE seq > 3").await, 3);
+    db.set_head(3, &written[1].hash).await;
+
+    let (code, out) = run_server_to_exit(&config, dir.path(), "rewound");
+    eprintln!("server start on a rewound store:\n{out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("the audit store's chain ends at seq 3, but the sink file")
+            && out.contains("already holds seq 6"),
+        "{out}"
+    );
+    assert_eq!(store.audit_head().await.unwrap().seq, 3, "nothing appended");
+
+    assert_eq!(db.exec("DELETE FROM audit_records").await, 3);
+    db.set_head(0, &ChainHash::GENESIS).await;
+    let (code, out) = run_server_to_exit(&config, dir.path(), "wiped");
+    eprintln!("server start on a wiped store:\n{out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("chain ends at seq 0, but the sink file") && out.contains("holds seq 6"),
+        "{out}"
+    );
+    assert_eq!(store.audit_head().await.unwrap().seq, 0, "nothing appended");
+}
+
 // === tests: SQLite ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -271,6 +601,26 @@ async fn hmac_chain_verifies_only_with_its_key_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_one_chain_sqlite() {
     two_processes_share_one_chain(&TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_cut_tail_with_a_rewound_head_is_caught_sqlite() {
+    a_cut_tail_with_a_rewound_head_is_caught(&TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_wiped_store_with_a_reset_head_is_caught_sqlite() {
+    a_wiped_store_with_a_reset_head_is_caught(&TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_keyless_rewrite_of_a_keyed_chain_fails_sqlite() {
+    a_keyless_rewrite_of_a_keyed_chain_fails(&TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_server_refuses_a_store_behind_its_sink_file_sqlite() {
+    a_server_refuses_a_store_behind_its_sink_file(&TestDb::sqlite()).await;
 }
 
 /// Root ignores file modes, so a chmod cannot make the file read-only in this test; opening it
@@ -294,11 +644,14 @@ async fn append_fails_closed_on_a_read_only_sqlite_file() {
     let sink = Sink::open(&SinkConfig::File(sink_path.clone()))
         .await
         .unwrap();
-    let auditor = Auditor::new(Arc::clone(&read_only), ChainKey::Sha256, sink);
+    let auditor = Auditor::new(chain_of(&read_only), ChainKey::Sha256, sink);
 
     let err = auditor.append(event("w", 3)).await.unwrap_err();
     assert!(
-        matches!(err, AuditError::Unavailable(StoreError::Unavailable(_))),
+        matches!(
+            err,
+            AuditError::Unavailable(ChainStoreError::Unavailable(_))
+        ),
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&sink_path).unwrap(), "");
@@ -331,7 +684,7 @@ async fn append_fails_closed_while_the_sqlite_write_lock_is_held() {
         .await
         .expect("append must not hang while the lock is held")
         .unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(matches!(err, ChainStoreError::Unavailable(_)), "{err}");
     assert!(started.elapsed() >= store::sqlite::BUSY_TIMEOUT / 2);
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut holder)
@@ -368,6 +721,41 @@ async fn two_processes_share_one_chain_postgres() {
     two_processes_share_one_chain(&TestDb::postgres().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_cut_tail_with_a_rewound_head_is_caught_postgres() {
+    a_cut_tail_with_a_rewound_head_is_caught(&TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_wiped_store_with_a_reset_head_is_caught_postgres() {
+    a_wiped_store_with_a_reset_head_is_caught(&TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_keyless_rewrite_of_a_keyed_chain_fails_postgres() {
+    a_keyless_rewrite_of_a_keyed_chain_fails(&TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_a_server_refuses_a_store_behind_its_sink_file_postgres() {
+    a_server_refuses_a_store_behind_its_sink_file(&TestDb::postgres().await).await;
+}
+
+/// The PostgreSQL test schema is dropped even when the test holding it panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_7_the_test_schema_is_dropped_when_a_test_panics() {
+    let db = PgSchema::create("harness_panic").await;
+    let name = db.schema.clone();
+    assert!(PgSchema::exists(&crate::harness::pg::admin_url(), &name).await);
+    let failed = std::thread::spawn(move || {
+        let _held = db;
+        panic!("a failing test");
+    })
+    .join();
+    assert!(failed.is_err());
+    assert!(!PgSchema::exists(&crate::harness::pg::admin_url(), &name).await);
+}
+
 /// The append's connection dies mid-transaction (its backend is terminated while it waits for
 /// the head lock): the auditor reports `Unavailable` promptly, records nothing, writes no sink
 /// line, and the next append succeeds on a fresh connection with the chain intact.
@@ -380,7 +768,7 @@ async fn append_fails_closed_when_the_postgres_connection_dies() {
     let sink = Sink::open(&SinkConfig::File(sink_path.clone()))
         .await
         .unwrap();
-    let auditor = Arc::new(Auditor::new(Arc::clone(&store), ChainKey::Sha256, sink));
+    let auditor = Arc::new(Auditor::new(chain_of(&store), ChainKey::Sha256, sink));
     for i in 0..3 {
         auditor.append(event("w", i)).await.unwrap();
     }
@@ -430,7 +818,10 @@ async fn append_fails_closed_when_the_postgres_connection_dies() {
         .unwrap()
         .unwrap_err();
     assert!(
-        matches!(err, AuditError::Unavailable(StoreError::Unavailable(_))),
+        matches!(
+            err,
+            AuditError::Unavailable(ChainStoreError::Unavailable(_))
+        ),
         "{err}"
     );
     eprintln!("append after its backend was terminated: {err}");
@@ -562,7 +953,7 @@ struct TestDb {
 }
 
 enum Kind {
-    Postgres { admin_url: String, schema: String },
+    Postgres(#[allow(dead_code, reason = "held for its Drop, which drops the schema")] PgSchema),
     Sqlite { _dir: tempfile::TempDir },
 }
 
@@ -578,23 +969,11 @@ impl TestDb {
     }
 
     async fn postgres() -> Self {
-        let admin_url = std::env::var("LATCHKEY_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let schema = format!("store_audit_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let sep = if admin_url.contains('?') { '&' } else { '?' };
-        let url = format!(
-            "{admin_url}{sep}options=-c%20search_path%3D{schema}&application_name={schema}"
-        );
+        let schema = PgSchema::create("store_audit").await;
         Self {
-            url,
-            app_name: schema.clone(),
-            kind: Kind::Postgres { admin_url, schema },
+            url: schema.url.clone(),
+            app_name: schema.app_name.clone(),
+            kind: Kind::Postgres(schema),
         }
     }
 
@@ -605,7 +984,7 @@ impl TestDb {
     /// Runs one raw statement on this database and returns the rows it affected.
     async fn exec(&self, sql: &str) -> u64 {
         match self.kind {
-            Kind::Postgres { .. } => {
+            Kind::Postgres(_) => {
                 let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
                 sqlx::query(sql)
                     .execute(&mut conn)
@@ -623,31 +1002,31 @@ impl TestDb {
             }
         }
     }
-}
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Kind::Postgres { admin_url, schema } = &self.kind else {
-            return;
-        };
-        let (admin_url, schema) = (admin_url.clone(), schema.clone());
-        // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .execute(&mut admin)
-                    .await
-                    .map(|_| ())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test schema: {dropped:?}");
+    /// Sets one record's hashes (raw bytes, as an attacker with write access would).
+    async fn set_link(&self, seq: i64, prev: &ChainHash, hash: &ChainHash) {
+        let sql = format!(
+            "UPDATE audit_records SET prev_hash = {}, hash = {} WHERE seq = {seq}",
+            self.bytes(prev),
+            self.bytes(hash)
+        );
+        assert_eq!(self.exec(&sql).await, 1);
+    }
+
+    /// Points the head row at `(seq, hash)`.
+    async fn set_head(&self, seq: i64, hash: &ChainHash) {
+        let sql = format!(
+            "UPDATE audit_head SET seq = {seq}, hash = {} WHERE id = 1",
+            self.bytes(hash)
+        );
+        assert_eq!(self.exec(&sql).await, 1);
+    }
+
+    /// A byte-string literal in this backend's SQL.
+    fn bytes(&self, hash: &ChainHash) -> String {
+        match self.kind {
+            Kind::Postgres(_) => format!("'\\x{}'::bytea", hash.to_hex()),
+            Kind::Sqlite { .. } => format!("X'{}'", hash.to_hex()),
         }
     }
 }
@@ -700,6 +1079,159 @@ async fn all_records(store: &dyn Store) -> Vec<audit::StoredAuditRecord> {
         }
         out.extend(page);
     }
+}
+
+/// Writes `server.started` (declaring `key`) and then `n` events through an auditor whose sink is
+/// the file at `sink_path`; returns the records.
+async fn write_history(
+    store: &Arc<dyn Store>,
+    key: &ChainKey,
+    sink_path: &Path,
+    n: u64,
+) -> Vec<AuditRecord> {
+    let sink = Sink::open(&SinkConfig::File(sink_path.to_path_buf()))
+        .await
+        .unwrap();
+    let auditor = Auditor::new(chain_of(store), key.clone(), sink);
+    let started = AuditEvent {
+        event: "server.started".to_owned(),
+        time: base_time(),
+        actor: None,
+        target: json!(null),
+        decision: None,
+        details: json!({"version": "test", "issuers": [], "chain": key.params()}),
+        client_addr: None,
+        user_agent: None,
+        request_id: None,
+    };
+    let mut written = vec![auditor.append(started).await.unwrap()];
+    for i in 0..n {
+        written.push(auditor.append(event("history", i)).await.unwrap());
+    }
+    written
+}
+
+/// Rewrites every link of the stored chain with plain SHA-256, as someone without the key would.
+async fn rehash(db: &TestDb, store: &dyn Store) {
+    let mut prev = ChainHash::GENESIS;
+    for record in all_records(store).await {
+        let hash = audit::chain::link_hash(
+            &ChainKey::Sha256,
+            &prev,
+            record.seq,
+            record.canonical.as_bytes(),
+        );
+        db.set_link(record.seq, &prev, &hash).await;
+        prev = hash;
+    }
+    let head = store.audit_head().await.unwrap();
+    db.set_head(head.seq, &prev).await;
+}
+
+/// Verifies with anchors from a stream file and a `SEQ:HASH` head.
+async fn verify_anchored(
+    store: &dyn Store,
+    key: &ChainKey,
+    stream: Option<&Path>,
+    head: Option<&str>,
+) -> Verification {
+    let mut anchors = Anchors::default();
+    if let Some(path) = stream {
+        let file = std::fs::File::open(path).unwrap();
+        anchors.read_stream(std::io::BufReader::new(file)).unwrap();
+    }
+    if let Some(head) = head {
+        anchors.add(Anchor::parse_head(head).unwrap()).unwrap();
+    }
+    let verifier = audit::Verifier::with_anchors(key.clone(), anchors);
+    audit::verify_store_with(store, verifier, audit::VERIFY_PAGE_SIZE)
+        .await
+        .unwrap()
+}
+
+/// Runs `latchkey audit verify --database URL ARGS...`; returns its exit code and output.
+fn cli_verify(url: &str, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["audit", "verify", "--database", url])
+        .args(args)
+        .env_remove("LATCHKEY_STORE__URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Starts `latchkey server --config CONFIG` with its output in `dir/{tag}.log`.
+fn spawn_server(config: &Path, dir: &Path, tag: &str) -> std::process::Child {
+    let log = std::fs::File::create(dir.join(format!("{tag}.log"))).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["server", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Polls the server's `/readyz` until it answers 200 (deadline 20 s).
+async fn wait_ready(dir: &Path, listen: &str, server: &mut std::process::Child) {
+    let http = client_for(dir);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(format!("https://{listen}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        let exited = server.try_wait().unwrap();
+        assert!(
+            exited.is_none() && Instant::now() < deadline,
+            "server not ready ({exited:?}): {}",
+            std::fs::read_to_string(dir.join("first.log")).unwrap_or_default() // the healthy start's log
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Sends SIGTERM and waits for the process to exit.
+fn terminate(mut server: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    wait_exit(&mut server);
+}
+
+/// Runs the server expecting it to exit by itself; returns its exit code and output.
+fn run_server_to_exit(config: &Path, dir: &Path, tag: &str) -> (Option<i32>, String) {
+    let mut server = spawn_server(config, dir, tag);
+    let status = wait_exit(&mut server);
+    let out = std::fs::read_to_string(dir.join(format!("{tag}.log"))).unwrap();
+    (status.code(), out)
+}
+
+fn wait_exit(server: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = server.kill();
+            panic!("the server did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The store as the audit side's port.
+fn chain_of(store: &Arc<dyn Store>) -> Arc<dyn ChainStore> {
+    Arc::clone(store) as Arc<dyn ChainStore>
 }
 
 fn broken(seq: i64, reason: BreakReason) -> Verification {
