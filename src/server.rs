@@ -134,7 +134,7 @@ impl Server {
         let sink = Sink::open(&sink_config)
             .await
             .map_err(|e| StartError::Audit(e.to_string()))?;
-        let chain: Arc<dyn ChainStore> = Arc::clone(&store) as Arc<dyn ChainStore>;
+        let chain: Arc<dyn ChainStore> = Arc::clone(&store) as _;
         let auditor = Arc::new(Auditor::new(chain, key, sink));
         let keys = Arc::new(KeyStore::new(&config.oidc.providers)?);
         keys.load_all().await;

@@ -172,11 +172,8 @@ pub async fn check_sink_continuity(
     store: &dyn ChainStore,
     path: &Path,
 ) -> Result<Option<SinkTail>, ContinuityError> {
-    let owned = path.to_path_buf();
-    let tail = tokio::task::spawn_blocking(move || sink::last_record(&owned))
-        .await
-        .map_err(|err| SinkError::Write(std::io::Error::other(err.to_string())))??;
-    let Some(tail) = tail else {
+    // A blocking read is fine here: it is a few kilobytes, once, before the server serves.
+    let Some(tail) = sink::last_record(path)? else {
         return Ok(None);
     };
     let head = store.audit_head().await?;

@@ -5,6 +5,9 @@
 //! lock, so they never interleave with each other. The sink is a copy: the store is the record
 //! of authority, and a failed sink write does not undo or fail an append.
 //!
+//! [`last_record`] reads a sink file's last record from the end, for the start-up check that the
+//! store is not behind the file.
+//!
 //! With the stdout sink, send logs to stderr, or log lines and audit lines will mix on one
 //! stream. A stalled reader on stdout or a stalled disk slows appends down (back pressure)
 //! rather than dropping lines.
@@ -60,6 +63,14 @@ pub enum SinkError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The sink file's last line is not an audit record.
+    #[error("the last line of audit sink file `{path}` is not an audit record: {reason}")]
+    LastLine {
+        /// The sink file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The sink path is not a regular file.
     #[error("audit sink `{path}` is not a regular file")]
     NotAFile {
@@ -74,14 +85,6 @@ pub enum SinkError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
-    },
-    /// The sink file's last line is not an audit record.
-    #[error("the last line of audit sink file `{path}` is not an audit record: {reason}")]
-    LastLine {
-        /// The sink file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
     },
     /// The record could not be serialized.
     #[error("cannot serialize audit record: {0}")]

@@ -1,5 +1,5 @@
-//! The grant's fail-closed rule with in-process fakes: an in-memory audit recorder that refuses one
-//! chosen record, and an `Aws` that counts calls. The end-to-end versions (locked SQLite and
+//! The grant's fail-closed rule with in-process fakes: an in-memory audit recorder that refuses
+//! one chosen record, and an `Aws` that counts calls. The end-to-end versions (locked SQLite and
 //! PostgreSQL, moto's recording) live in tests/integration/credentials.rs; the second audit
 //! write cannot be made to fail alone there.
 

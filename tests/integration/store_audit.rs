@@ -953,8 +953,13 @@ struct TestDb {
 }
 
 enum Kind {
-    Postgres(#[allow(dead_code, reason = "held for its Drop, which drops the schema")] PgSchema),
-    Sqlite { _dir: tempfile::TempDir },
+    /// Held for its `Drop`, which drops the schema.
+    Postgres {
+        _schema: PgSchema,
+    },
+    Sqlite {
+        _dir: tempfile::TempDir,
+    },
 }
 
 impl TestDb {
@@ -973,7 +978,7 @@ impl TestDb {
         Self {
             url: schema.url.clone(),
             app_name: schema.app_name.clone(),
-            kind: Kind::Postgres(schema),
+            kind: Kind::Postgres { _schema: schema },
         }
     }
 
@@ -984,7 +989,7 @@ impl TestDb {
     /// Runs one raw statement on this database and returns the rows it affected.
     async fn exec(&self, sql: &str) -> u64 {
         match self.kind {
-            Kind::Postgres(_) => {
+            Kind::Postgres { .. } => {
                 let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
                 sqlx::query(sql)
                     .execute(&mut conn)
@@ -1025,7 +1030,7 @@ impl TestDb {
     /// A byte-string literal in this backend's SQL.
     fn bytes(&self, hash: &ChainHash) -> String {
         match self.kind {
-            Kind::Postgres(_) => format!("'\\x{}'::bytea", hash.to_hex()),
+            Kind::Postgres { .. } => format!("'\\x{}'::bytea", hash.to_hex()),
             Kind::Sqlite { .. } => format!("X'{}'", hash.to_hex()),
         }
     }
