@@ -125,7 +125,10 @@ pub async fn serve(
         let alive = alive_tx.clone();
         tokio::spawn(async move {
             conn.run(stream).await;
-            drop((permit, ip_slot, alive));
+            // INVARIANT: the address's place is given back before the global slot, so the
+            // accept loop, woken by the slot, never counts a connection that has ended.
+            drop(ip_slot);
+            drop((permit, alive));
         });
     }
     drop(listener);
