@@ -239,7 +239,10 @@ impl IssuerKeys {
                 return Err(jwks_err(reason));
             }
         };
-        let keys = parse_jwks(&body).map_err(|e| jwks_err(e.to_string()))?;
+        // A refused document (not a key set, or two keys under one `kid`) changes nothing: the
+        // keys loaded last stay in use, and the caller logs the reason with the issuer.
+        let keys =
+            parse_jwks(&body).map_err(|e| jwks_err(format!("{e}; keeping the previous set")))?;
         if keys.is_empty() {
             return Err(jwks_err(
                 "no usable signature key; keeping the previous set".into(),

@@ -32,9 +32,7 @@ async fn issue_7_silent_and_preface_only_sockets_cannot_starve_healthz() {
     const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
     let idp = idp::shared().await;
     let mut opts = BrokerOptions::issuer(idp.issuer());
-    opts.server_extra = format!(
-        "max_connections = {MAX}\nheader_read_timeout = \"1s\"\n"
-    );
+    opts.server_extra = format!("max_connections = {MAX}\nheader_read_timeout = \"1s\"\n");
     let mut broker = BrokerProcess::spawn(opts).await;
     let addr = addr_of(&broker);
     // The readiness poll's keep-alive connection would hold a slot; hang it up.
@@ -45,7 +43,10 @@ async fn issue_7_silent_and_preface_only_sockets_cannot_starve_healthz() {
     let started = Instant::now();
     let mut silent = Vec::new();
     for _ in 0..MAX {
-        let tcp = timeout(STEP, TcpStream::connect(addr)).await.unwrap().unwrap();
+        let tcp = timeout(STEP, TcpStream::connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
         let tls = timeout(STEP, http11.connect(server_name(), tcp))
             .await
             .expect("silent socket's TLS handshake in time")
@@ -63,7 +64,10 @@ async fn issue_7_silent_and_preface_only_sockets_cannot_starve_healthz() {
     let h2 = connector(broker.dir.path(), &[b"h2"]);
     let mut preface_only = Vec::new();
     for _ in 0..MAX {
-        let tcp = timeout(STEP, TcpStream::connect(addr)).await.unwrap().unwrap();
+        let tcp = timeout(STEP, TcpStream::connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
         let h2 = h2.clone();
         preface_only.push(tokio::spawn(async move {
             let mut tls = timeout(STEP, h2.connect(server_name(), tcp))
@@ -82,13 +86,10 @@ async fn issue_7_silent_and_preface_only_sockets_cannot_starve_healthz() {
     // ahead of it; their deadline starts when the server takes them).
     let http = client_for(broker.dir.path());
     let asked = Instant::now();
-    let healthz = timeout(
-        STEP,
-        http.get(format!("{}/healthz", broker.url)).send(),
-    )
-    .await
-    .expect("/healthz answers while silent sockets are open")
-    .unwrap();
+    let healthz = timeout(STEP, http.get(format!("{}/healthz", broker.url)).send())
+        .await
+        .expect("/healthz answers while silent sockets are open")
+        .unwrap();
     let elapsed = asked.elapsed();
     println!(
         "/healthz answered {} after {elapsed:?} ({:?} after the first silent socket) behind {MAX} \
@@ -171,7 +172,10 @@ async fn issue_7_http2_connections_without_streams_are_closed() {
         ended.is_ok(),
         "an idle HTTP/2 connection is still open after {idle:?}"
     );
-    assert!(idle >= IDLE_TIMEOUT, "closed after {idle:?}, before idle_timeout");
+    assert!(
+        idle >= IDLE_TIMEOUT,
+        "closed after {idle:?}, before idle_timeout"
+    );
     drop(sender);
     let logs = broker.output();
     assert!(logs.contains("idle for `idle_timeout`; closing"), "{logs}");
@@ -209,7 +213,11 @@ async fn issue_7_connections_over_the_per_address_cap_are_closed_at_once() {
     // Another address still gets through, and so do the open connections.
     let tcp = tcp_from(other, addr).await;
     let mut from_other = tls.connect(server_name(), tcp).await.unwrap();
-    assert!(get_healthz(&mut from_other).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        get_healthz(&mut from_other)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     let mut first = open.remove(0);
     assert!(get_healthz(&mut first).await.starts_with("HTTP/1.1 200"));
 
