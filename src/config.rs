@@ -17,7 +17,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 use url::Url;
 
-pub use duration::{ConfigDuration, parse_duration};
+pub use duration::{ConfigDuration, DurationError, parse_duration};
 use fields::Fields;
 
 /// The example configuration, with every key documented.
