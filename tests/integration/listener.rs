@@ -182,6 +182,39 @@ async fn issue_7_http2_connections_without_streams_are_closed() {
 }
 
 #[tokio::test]
+async fn issue_7_idle_http1_keep_alive_connections_are_closed_after_idle_timeout() {
+    // With idle_timeout shorter than header_read_timeout, idle_timeout is what closes a
+    // keep-alive connection waiting for its next request (hyper's own header-read timer would
+    // wait the full 10 s).
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+    let idp = idp::shared().await;
+    let mut opts = BrokerOptions::issuer(idp.issuer());
+    opts.server_extra = "header_read_timeout = \"10s\"\nidle_timeout = \"1s\"\n".to_owned();
+    let broker = BrokerProcess::spawn(opts).await;
+    let tls = connector(broker.dir.path(), &[b"http/1.1"]);
+    let tcp = TcpStream::connect(addr_of(&broker)).await.unwrap();
+    let mut s = tls.connect(server_name(), tcp).await.unwrap();
+    let answer = get_healthz(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    let idle_since = Instant::now();
+    let closed = closed_by_server(&mut s, Duration::from_secs(6)).await;
+    let idle = idle_since.elapsed();
+    println!("idle HTTP/1.1 keep-alive connection closed by the server after {idle:?}");
+    assert!(
+        closed,
+        "still open after {idle:?}, before header_read_timeout"
+    );
+    assert!(
+        idle >= IDLE_TIMEOUT,
+        "closed after {idle:?}, before idle_timeout"
+    );
+}
+
+#[tokio::test]
 async fn issue_7_connections_over_the_per_address_cap_are_closed_at_once() {
     const PER_IP: usize = 4;
     let idp = idp::shared().await;
@@ -291,7 +324,7 @@ async fn get_healthz(s: &mut TlsStream<TcpStream>) -> String {
         .await
         .unwrap();
     s.flush().await.unwrap();
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 512];
     let n = timeout(STEP, s.read(&mut buf)).await.unwrap().unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
