@@ -17,7 +17,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 use url::Url;
 
-pub use duration::{ConfigDuration, parse_duration};
+pub use duration::{ConfigDuration, DurationError, parse_duration};
 use fields::Fields;
 
 /// The example configuration, with every key documented.
@@ -49,10 +49,15 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Time allowed for one request, start to finish.
     pub request_timeout: Duration,
-    /// Time allowed for a client to send its request head (and to finish the TLS handshake).
+    /// Time allowed for a client to send its request head (the first one counted from accept,
+    /// TLS handshake included).
     pub header_read_timeout: Duration,
+    /// How long a connection with no request in progress stays open.
+    pub idle_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Open connections from one client address at most.
+    pub max_connections_per_ip: usize,
     /// Requests processed at once at most; more wait (and may time out).
     pub max_concurrent_requests: usize,
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
@@ -302,7 +307,9 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
     let plain: bool = f.optional("dangerous_plain_http").unwrap_or(false);
     let request_timeout = f.optional::<ConfigDuration>("request_timeout");
     let header_read_timeout = f.optional::<ConfigDuration>("header_read_timeout");
+    let idle_timeout = f.optional::<ConfigDuration>("idle_timeout");
     let max_connections: Option<usize> = f.optional("max_connections");
+    let max_per_ip: Option<usize> = f.optional("max_connections_per_ip");
     let max_concurrent: Option<usize> = f.optional("max_concurrent_requests");
     let shutdown_grace = f.optional::<ConfigDuration>("shutdown_grace");
 
@@ -371,6 +378,24 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
     };
     let max_connections = positive(&mut f, "max_connections", max_connections, 1024);
     let max_concurrent_requests = positive(&mut f, "max_concurrent_requests", max_concurrent, 256);
+    let max_connections_per_ip =
+        positive(&mut f, "max_connections_per_ip", max_per_ip, 64).min(max_connections);
+    if max_per_ip.is_some_and(|n| n > max_connections) {
+        f.error(
+            f.path_of("max_connections_per_ip"),
+            format!("must be at most `max_connections` ({max_connections})"),
+        );
+    }
+    let nonzero = |f: &mut Fields<'_>, key: &str, v: Option<ConfigDuration>, default: u64| match v {
+        Some(d) if d.0.is_zero() => {
+            f.error(f.path_of(key), "must be longer than 0s".into());
+            Duration::from_secs(default)
+        }
+        Some(d) => d.0,
+        None => Duration::from_secs(default),
+    };
+    let header_read_timeout = nonzero(&mut f, "header_read_timeout", header_read_timeout, 10);
+    let idle_timeout = nonzero(&mut f, "idle_timeout", idle_timeout, 60);
     f.finish();
     let listen = listen?;
     if !plain && tls.is_none() {
@@ -380,8 +405,10 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
         listen,
         tls,
         request_timeout: request_timeout.map_or(Duration::from_secs(30), |d| d.0),
-        header_read_timeout: header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        header_read_timeout,
+        idle_timeout,
         max_connections,
+        max_connections_per_ip,
         max_concurrent_requests,
         shutdown_grace: shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
     })

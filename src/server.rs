@@ -207,7 +207,9 @@ impl Server {
         let app = router(self.state, &self.config);
         let limits = ListenerLimits {
             header_read_timeout: self.config.header_read_timeout,
+            idle_timeout: self.config.idle_timeout,
             max_connections: self.config.max_connections,
+            max_connections_per_ip: self.config.max_connections_per_ip,
             shutdown_grace: self.config.shutdown_grace,
         };
         listener::serve(listener, self.tls, app, limits, shutdown).await;

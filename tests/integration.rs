@@ -24,6 +24,8 @@ mod cli;
 mod credentials;
 #[path = "integration/identity.rs"]
 mod identity;
+#[path = "integration/listener.rs"]
+mod listener;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
 #[path = "integration/server.rs"]

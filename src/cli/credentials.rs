@@ -23,8 +23,9 @@ pub(super) struct RoleArgs {
     /// The role (as `latchkey roles` lists it).
     #[arg(long)]
     role: String,
-    /// How long the credentials should last: seconds, or with a unit (`900s`, `15m`, `1h`).
-    #[arg(long, value_parser = parse_duration)]
+    /// How long the credentials should last: seconds, or with a unit (`900s`, `15m`, `1h`), as
+    /// durations are written in the configuration.
+    #[arg(long, value_parser = credential_duration)]
     duration: Option<u32>,
     /// Why you need the access (recorded in the audit log when new credentials are issued).
     #[arg(long)]
@@ -197,38 +198,53 @@ fn exit_byte(status: std::process::ExitStatus) -> u8 {
     u8::try_from(code & 0xff).unwrap_or(1)
 }
 
-/// `900`, `900s`, `15m`, `1h` → seconds.
-fn parse_duration(text: &str) -> Result<u32, String> {
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u32 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 900, 15m or 1h"))?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("`{text}` is not a duration such as 900, 15m or 1h")),
-    };
-    n.checked_mul(factor)
+/// A `--duration` in the configuration's grammar ([`crate::config::parse_duration`]) → whole
+/// seconds, at least one.
+fn credential_duration(text: &str) -> Result<u32, String> {
+    let d = crate::config::parse_duration(text).map_err(|e| e.to_string())?;
+    u32::try_from(d.as_secs())
+        .ok()
         .filter(|s| *s > 0)
-        .ok_or_else(|| format!("`{text}` is out of range"))
+        .ok_or_else(|| format!("`{}` is out of range", text.trim()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Probe {
+        #[command(flatten)]
+        role: RoleArgs,
+    }
+
+    /// `--duration TEXT` as the CLI parses it.
+    fn cli_duration(text: &str) -> Result<Option<u32>, clap::Error> {
+        use clap::Parser as _;
+        Probe::try_parse_from(["latchkey", "--role", "r", "--duration", text])
+            .map(|p| p.role.duration)
+    }
+
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("900"), Ok(900));
-        assert_eq!(parse_duration("15m"), Ok(900));
-        assert_eq!(parse_duration("1h"), Ok(3600));
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("-5").is_err());
+    fn duration_accepts_what_the_configuration_accepts() {
+        for text in ["900", "900s", "15m", "1h", "12h", "1d", " 15m ", "0001h"] {
+            let config = crate::config::parse_duration(text).unwrap();
+            let cli = cli_duration(text).unwrap();
+            assert_eq!(cli.map(u64::from), Some(config.as_secs()), "{text}");
+        }
+    }
+
+    #[test]
+    fn duration_refuses_what_the_configuration_refuses_and_zero() {
+        for text in ["", "1w", "-5", "1.5h", "1h30m", "15M"] {
+            assert!(crate::config::parse_duration(text).is_err(), "{text}");
+            assert!(cli_duration(text).is_err(), "{text}");
+        }
+        // Valid durations the broker could never grant.
+        for text in ["0", "0s", "50000d"] {
+            assert!(crate::config::parse_duration(text).is_ok(), "{text}");
+            assert!(cli_duration(text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -192,3 +192,77 @@ fn the_example_configuration_only_fails_on_missing_files() {
     let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(paths, vec!["server.tls_cert", "server.tls_key"]);
 }
+
+/// `plain("")` with `lines` added to its `[server]` table.
+fn plain_server(lines: &str) -> String {
+    plain("").replace(
+        "dangerous_plain_http = true\n",
+        &format!("dangerous_plain_http = true\n{lines}\n"),
+    )
+}
+
+#[test]
+fn connection_limits_default_and_are_validated() {
+    let c = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections, 1024);
+    assert_eq!(c.server.max_connections_per_ip, 64);
+
+    // The per-address default never exceeds a smaller global cap.
+    let c = Config::from_toml(&plain_server("max_connections = 8"), base(), &no_env()).unwrap();
+    assert_eq!(c.server.max_connections_per_ip, 8);
+
+    let text = plain_server(
+        "header_read_timeout = 0\nidle_timeout = \"0s\"\nmax_connections = 4\nmax_connections_per_ip = 5",
+    );
+    let err = Config::from_toml(&text, base(), &no_env()).unwrap_err();
+    let mut paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        vec![
+            "server.header_read_timeout",
+            "server.idle_timeout",
+            "server.max_connections_per_ip"
+        ],
+        "{err}"
+    );
+    let err = Config::from_toml(
+        &plain_server("max_connections_per_ip = 0"),
+        base(),
+        &no_env(),
+    )
+    .unwrap_err();
+    assert_eq!(err.issues[0].path, "server.max_connections_per_ip");
+}
+
+#[test]
+fn the_example_server_section_documents_the_defaults() {
+    // Uncomment every `# key = value` line of the example's [server] table: the result must be
+    // the configuration the defaults give.
+    let section = EXAMPLE
+        .split("\n[")
+        .find(|s| s.starts_with("server]"))
+        .unwrap();
+    let lines: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.split_once(" = ").is_some_and(|(k, _)| {
+                k != "dangerous_plain_http" && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+        })
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("idle_timeout")),
+        "{lines:?}"
+    );
+    let documented =
+        Config::from_toml(&plain_server(&lines.join("\n")), base(), &no_env()).unwrap();
+    let defaults = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert_eq!(
+        format!("{:?}", documented.server),
+        format!("{:?}", defaults.server)
+    );
+}

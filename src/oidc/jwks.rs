@@ -2,7 +2,9 @@
 //!
 //! Only public signature keys of the families we verify are kept: RSA of at least 2048 bits,
 //! EC P-256/P-384, and Ed25519. Symmetric (`oct`) keys, encryption keys and anything
-//! unparseable are skipped, so one odd key at the IdP cannot take the others down.
+//! unparseable are skipped, so one odd key at the IdP cannot take the others down. Two usable keys
+//! sharing a `kid` are refused, the whole document with them: a token names its key by `kid`, and
+//! which of the two it meant cannot be told.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -46,10 +48,16 @@ impl std::fmt::Debug for JwtKey {
     }
 }
 
-/// A JWKS that could not be read at all.
+/// Why a JWKS document is refused as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the key set is not a JSON object with a `keys` array")]
-pub struct JwksError;
+pub enum JwksError {
+    /// Two usable signature keys carry the same `kid`.
+    #[error("two signature keys share the `kid` `{0}`; the whole key set is refused")]
+    DuplicateKid(String),
+    /// The document is not a key set.
+    #[error("the key set is not a JSON object with a `keys` array")]
+    NotAKeySet,
+}
 
 #[derive(Deserialize)]
 struct RawSet {
@@ -74,15 +82,25 @@ struct RawKey {
 /// Minimum RSA modulus size accepted.
 pub const MIN_RSA_BITS: usize = 2048;
 
-/// Parses a JWKS, keeping the usable signature keys and skipping the rest.
+/// Parses a JWKS, keeping the usable signature keys and skipping the rest; refuses the document
+/// when two usable keys share a `kid`.
 pub fn parse_jwks(bytes: &[u8]) -> Result<Vec<JwtKey>, JwksError> {
-    let set: RawSet = serde_json::from_slice(bytes).map_err(|_| JwksError)?;
-    Ok(set
+    let set: RawSet = serde_json::from_slice(bytes).map_err(|_| JwksError::NotAKeySet)?;
+    let keys: Vec<JwtKey> = set
         .keys
         .into_iter()
         .filter_map(|v| serde_json::from_value::<RawKey>(v).ok())
         .filter_map(parse_key)
-        .collect())
+        .collect();
+    // SECURITY: lookup is by `kid`; with two keys under one `kid`, "first wins" would let the
+    // order of the document decide which key a token is verified with.
+    let mut seen = std::collections::HashSet::new();
+    for kid in keys.iter().filter_map(|k| k.kid.as_deref()) {
+        if !seen.insert(kid) {
+            return Err(JwksError::DuplicateKid(kid.to_owned()));
+        }
+    }
+    Ok(keys)
 }
 
 fn parse_key(k: RawKey) -> Option<JwtKey> {
@@ -173,6 +191,32 @@ mod tests {
         let kids: Vec<_> = keys.iter().filter_map(|k| k.kid.as_deref()).collect();
         assert_eq!(kids, vec!["r1"]);
         assert_eq!(keys[0].family, KeyFamily::Rsa(2048));
+    }
+
+    #[test]
+    fn refuses_two_signature_keys_with_one_kid() {
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": RSA_N, "e": "AQAB"},
+            {"kty": "RSA", "kid": "k2", "alg": "RS256", "use": "sig", "n": RSA_N, "e": "AQAB"},
+            {"kty": "RSA", "kid": "k1", "alg": "PS256", "use": "sig", "n": RSA_N, "e": "AQAB"},
+        ]});
+        let err = parse_jwks(jwks.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err, JwksError::DuplicateKid("k1".into()));
+        assert_eq!(
+            err.to_string(),
+            "two signature keys share the `kid` `k1`; the whole key set is refused"
+        );
+    }
+
+    #[test]
+    fn a_skipped_key_does_not_count_as_a_duplicate() {
+        // An encryption key under the same `kid` never verifies anything: no ambiguity.
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "k1", "use": "sig", "n": RSA_N, "e": "AQAB"},
+            {"kty": "RSA", "kid": "k1", "use": "enc", "n": RSA_N, "e": "AQAB"},
+        ]});
+        let keys = parse_jwks(jwks.to_string().as_bytes()).unwrap();
+        assert_eq!(keys.len(), 1);
     }
 
     #[test]

@@ -239,7 +239,10 @@ impl IssuerKeys {
                 return Err(jwks_err(reason));
             }
         };
-        let keys = parse_jwks(&body).map_err(|e| jwks_err(e.to_string()))?;
+        // A refused document (not a key set, or two keys under one `kid`) changes nothing: the
+        // keys loaded last stay in use, and the caller logs the reason with the issuer.
+        let keys =
+            parse_jwks(&body).map_err(|e| jwks_err(format!("{e}; keeping the previous set")))?;
         if keys.is_empty() {
             return Err(jwks_err(
                 "no usable signature key; keeping the previous set".into(),
@@ -336,4 +339,83 @@ fn http_client(p: &ProviderConfig) -> Result<reqwest::Client, KeyStoreError> {
         path: "(http client)".into(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use axum::routing::get;
+
+    use super::*;
+
+    const RSA_N: &str = "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw";
+
+    fn jwks(kids: &[&str]) -> String {
+        let keys: Vec<_> = kids
+            .iter()
+            .map(|kid| serde_json::json!({"kty": "RSA", "kid": kid, "alg": "RS256", "n": RSA_N, "e": "AQAB"}))
+            .collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    /// A loopback issuer serving discovery and whatever JWKS `served` holds.
+    async fn issuer(served: Arc<StdMutex<String>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let discovery =
+            serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || {
+                    let d = discovery.clone();
+                    async move { d }
+                }),
+            )
+            .route(
+                "/jwks",
+                get(move || {
+                    let body = served.lock().unwrap().clone();
+                    async move { body }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        issuer
+    }
+
+    #[tokio::test]
+    async fn a_key_set_with_a_duplicate_kid_is_refused_and_the_last_good_keys_stay() {
+        let served = Arc::new(StdMutex::new(jwks(&["k1"])));
+        let issuer = issuer(Arc::clone(&served)).await;
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:9000\"\ndangerous_plain_http = true\n\
+             [store]\nurl = \"sqlite://x.db\"\n\
+             [[oidc.provider]]\nissuer = \"{issuer}\"\naudiences = [\"a\"]\ncli_client_id = \"a\"\n"
+        );
+        let config =
+            crate::config::Config::from_toml(&text, std::path::Path::new("/"), &Vec::new())
+                .unwrap();
+        let keys = KeyStore::new(&config.oidc.providers).unwrap();
+        keys.load_all().await;
+        assert!(keys.key_for(&issuer, Some("k1"), Alg::Rs256).await.is_ok());
+
+        // The IdP now serves `k2` twice: the refresh, and the one an unknown `k2` triggers, are
+        // refused.
+        *served.lock().unwrap() = jwks(&["k2", "k2"]);
+        let i = keys.issuers.get(&issuer).unwrap();
+        let err = i.refresh().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "key set for `{issuer}`: two signature keys share the `kid` `k2`; the whole key \
+                 set is refused; keeping the previous set"
+            )
+        );
+        assert!(matches!(
+            keys.key_for(&issuer, Some("k2"), Alg::Rs256).await,
+            Err(VerifyError::KeyUnknown)
+        ));
+        assert!(keys.key_for(&issuer, Some("k1"), Alg::Rs256).await.is_ok());
+    }
 }
