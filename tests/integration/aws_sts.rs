@@ -48,7 +48,7 @@ fn full_params() -> AssumeRoleParams {
     AssumeRoleParams {
         role_arn: role_arn(),
         session_name: SessionName::for_user("alice@example.com", GRANT_ID),
-        source_identity: SourceIdentity::for_principal("http://127.0.0.1:9|alice"),
+        source_identity: SourceIdentity::for_principal("alice", "http://127.0.0.1:9", "alice"),
         duration_secs: 3600,
         tags: vec![
             SessionTag::new("department", "platform"),
