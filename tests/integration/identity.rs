@@ -168,15 +168,6 @@ async fn issue_7_an_unverified_email_reaches_neither_whoami_nor_sts() {
         .id_token;
     assert_eq!(unverified_parts(&token).1["email"], "ceo@example.com");
 
-    let me: Value = broker
-        .get("/v1/whoami", Some(&token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["subject"], "mallory");
-    assert_eq!(me["email"], Value::Null, "{me}");
-
     let resp = broker
         .credentials(&token, json!({"role": "readonly", "reason": "issue 7"}))
         .await;
@@ -201,6 +192,15 @@ async fn issue_7_an_unverified_email_reaches_neither_whoami_nor_sts() {
         "{}",
         broker.audit_lines()
     );
+
+    let me: Value = broker
+        .get("/v1/whoami", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["subject"], "mallory");
+    assert_eq!(me["email"], Value::Null, "{me}");
 }
 
 // === issue 7: the CLI's scopes come from the provider or the IdP's discovery ===
@@ -224,11 +224,11 @@ async fn issue_7_default_scopes_bring_department_under_profile_and_the_tagged_ro
     let url = stdout(&login).lines().next().unwrap().to_owned();
     let scope = scope_of(&url);
     println!("scopes asked of the test IdP by default: {scope}");
-    assert_eq!(scope, "openid email profile groups offline_access");
 
     // `readonly` is tagged `department = "{department}"`.
     let out = home.run(&["credentials", "--role", "readonly"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(scope, "openid email profile groups offline_access");
     let issued: Value = broker
         .audit_lines()
         .lines()
