@@ -159,12 +159,12 @@ async fn assume_role_returns_credentials_and_sends_exactly_our_parameters() {
     assert_eq!(keys, want);
     assert_eq!(call.all["Action"], "AssumeRole");
     assert_eq!(call.all["Version"], "2011-06-15");
-    // The source identity is the hashed form of an id with `:`, `/` and `|`.
+    // The source identity is the readable user, then a hash of (issuer, subject).
     assert!(
         call.source_identity
             .as_deref()
             .unwrap()
-            .starts_with("http-127.0.0.1-9-alice-"),
+            .starts_with("alice-"),
         "{:?}",
         call.source_identity
     );
