@@ -94,6 +94,7 @@ fn identity() -> Identity {
         auth_time: None,
         issued_at: 0,
         expires_at: 0,
+        readable_name: "alice".into(),
     }
 }
 

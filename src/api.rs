@@ -28,6 +28,10 @@ pub struct WellKnownIssuer {
     pub audiences: Vec<String>,
     /// `id` or `access`: which token the CLI should send.
     pub token: String,
+    /// The scopes `latchkey login` asks for besides `openid`, when the provider configures
+    /// them; absent: the CLI's default for what the issuer's discovery lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli_scopes: Option<Vec<String>>,
 }
 
 /// `GET /v1/whoami`.

@@ -150,6 +150,7 @@ impl Broker {
                         TokenKind::Id => "id",
                     }
                     .to_owned(),
+                    cli_scopes: p.cli_scopes.clone(),
                 })
                 .collect(),
         }

@@ -128,6 +128,23 @@ pub struct ProviderConfig {
     pub max_token_age: Duration,
     /// A PEM CA bundle to trust for this issuer, besides the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Whether `email` counts without `email_verified: true`.
+    pub email_verified: EmailVerified,
+    /// The claim that names the user in session names, before the verified email and `sub`.
+    pub session_name_claim: String,
+    /// The scopes `latchkey login` asks for besides `openid`; `None`: those of the default set
+    /// that the issuer's discovery lists.
+    pub cli_scopes: Option<Vec<String>>,
+}
+
+/// When a token's `email` claim counts (`email_verified` in `[[oidc.provider]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailVerified {
+    /// The issuer never sends `email_verified` and verifies every address itself; an explicit
+    /// `false` still drops the email.
+    Assume,
+    /// Only with `email_verified: true` (the default).
+    Require,
 }
 
 /// The kind of JWT a provider's callers present.
@@ -520,6 +537,9 @@ fn parse_provider(
     let token: Option<String> = f.optional("token");
     let max_token_age = f.optional::<ConfigDuration>("max_token_age");
     let ca_file: Option<PathBuf> = f.optional("ca_file");
+    let email_verified: Option<String> = f.optional("email_verified");
+    let session_name_claim: Option<String> = f.optional("session_name_claim");
+    let cli_scopes: Option<Vec<String>> = f.optional("cli_scopes");
 
     let issuer = issuer.and_then(|i| match check_issuer(&i) {
         Ok(()) => Some(i),
@@ -569,6 +589,35 @@ fn parse_provider(
             None
         }
     };
+    let email_verified = match email_verified.as_deref() {
+        None | Some("require") => Some(EmailVerified::Require),
+        Some("assume") => Some(EmailVerified::Assume),
+        Some(other) => {
+            f.error(
+                f.path_of("email_verified"),
+                format!("`{other}` is neither `require` nor `assume`"),
+            );
+            None
+        }
+    };
+    let session_name_claim =
+        session_name_claim.unwrap_or_else(|| DEFAULT_SESSION_NAME_CLAIM.to_owned());
+    if session_name_claim.is_empty() {
+        f.error(
+            f.path_of("session_name_claim"),
+            "must name a claim such as `preferred_username`".into(),
+        );
+    }
+    if let Some(scopes) = &cli_scopes {
+        for s in scopes {
+            if !is_scope_token(s) {
+                f.error(
+                    f.path_of("cli_scopes"),
+                    format!("`{s}` is not a scope (printable ASCII without spaces, `\"` or `\\`)"),
+                );
+            }
+        }
+    }
     let ca_path = f.path_of("ca_file");
     let ca_file = ca_file.map(|p| existing_file(&mut f, &ca_path, base, p));
     f.finish();
@@ -586,7 +635,17 @@ fn parse_provider(
             Some(p) => Some(p?),
             None => None,
         },
+        email_verified: email_verified?,
+        session_name_claim,
+        cli_scopes,
     })
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
 fn parse_aws(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<AwsConfig> {
@@ -673,6 +732,9 @@ fn existing_file(f: &mut Fields<'_>, path: &str, base: &Path, p: PathBuf) -> Opt
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// The claim session names are read from when the provider names none.
+pub const DEFAULT_SESSION_NAME_CLAIM: &str = "preferred_username";
 
 /// Claims whose meaning the protocol fixes; never kept as free-form attributes.
 const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "azp", "jti"];

@@ -4,13 +4,20 @@
 //! for authorization. Groups and attributes come only from the claims the issuer's
 //! configuration names, parsed against a strict shape so a confused or hostile claim fails the
 //! token instead of silently granting or dropping anything.
+//!
+//! SECURITY: an `email` the issuer does not vouch for never enters an [`Identity`]. Many IdPs let
+//! users type any address (self-service sign-up, social logins, profile edits); the claim counts
+//! only with `email_verified: true`, or when the provider is configured with
+//! `email_verified = "assume"` for issuers that never send the claim. Everything downstream
+//! (whoami, audit actors, `{email}` session tags, Cedar's `principal.email`, session names) reads
+//! [`Identity::email`] and so sees only a verified address.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::ProviderConfig;
+use crate::config::{EmailVerified, ProviderConfig};
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,7 +26,8 @@ pub struct Identity {
     pub issuer: String,
     /// The subject (`sub`), unique within the issuer.
     pub subject: String,
-    /// The email claim, for display and audit only.
+    /// The email claim, only when verified (see the module documentation); for display, audit,
+    /// `{email}` session tags and Cedar's `principal.email`, never as the principal's id.
     pub email: Option<String>,
     /// Group ids from the configured groups claim, in the token's order.
     pub groups: Vec<String>,
@@ -33,6 +41,9 @@ pub struct Identity {
     pub issued_at: i64,
     /// When the token expires (`exp`).
     pub expires_at: i64,
+    /// The name for session names, as [`map_claims`] chose it; read it with
+    /// [`Identity::readable_name`].
+    pub readable_name: String,
 }
 
 /// A kept attribute's value.
@@ -70,6 +81,15 @@ impl Identity {
     pub fn principal_id(&self) -> String {
         format!("{}#{}", self.issuer, self.subject)
     }
+
+    /// A name people recognise, for RoleSessionName and SourceIdentity: the provider's
+    /// `session_name_claim` (default `preferred_username`), else the verified email, else `sub`.
+    ///
+    /// SECURITY: for reading in CloudTrail only. It may be chosen or changed by the user at some
+    /// IdPs and is not unique; authorization and uniqueness rest on `(issuer, subject)`.
+    pub fn readable_name(&self) -> &str {
+        &self.readable_name
+    }
 }
 
 /// Maps verified claims to an identity under the issuer's configuration.
@@ -86,7 +106,8 @@ pub fn map_claims(
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(shape("sub", "must be a non-empty string")),
     };
-    let email = optional_string(claims, "email")?;
+    let email = verified_email(claims, provider)?;
+    let readable_name = readable_name(claims, provider, email.as_deref(), &subject);
     let groups = groups(claims, &provider.groups_claim)?;
     let mut attributes = BTreeMap::new();
     for name in &provider.attributes {
@@ -115,6 +136,7 @@ pub fn map_claims(
         auth_time,
         issued_at,
         expires_at,
+        readable_name,
     })
 }
 
@@ -128,6 +150,50 @@ pub fn numeric_date(v: &Value) -> Option<i64> {
         }),
         _ => None,
     }
+}
+
+/// The `email` claim if the issuer vouches for it, else `None`.
+fn verified_email(
+    claims: &Map<String, Value>,
+    provider: &ProviderConfig,
+) -> Result<Option<String>, ClaimError> {
+    let email = optional_string(claims, "email")?.filter(|e| !e.is_empty());
+    let verified = match claims.get("email_verified") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        // Sign in with Apple documents `email_verified` as a boolean or the strings "true" and
+        // "false", and Amazon Cognito sends the strings; any other string is not a yes.
+        Some(Value::String(s)) => Some(s == "true"),
+        Some(_) => return Err(shape("email_verified", "must be a boolean")),
+    };
+    // SECURITY: an explicit `false` always drops the email, even with `assume`.
+    let counts = match (verified, provider.email_verified) {
+        (Some(v), _) => v,
+        (None, EmailVerified::Assume) => true,
+        (None, EmailVerified::Require) => false,
+    };
+    Ok(email.filter(|_| counts))
+}
+
+/// `session_name_claim`, else the verified email, else `sub`. A missing, empty or non-string
+/// name claim falls through: this name is for reading, not for deciding.
+fn readable_name(
+    claims: &Map<String, Value>,
+    provider: &ProviderConfig,
+    verified_email: Option<&str>,
+    subject: &str,
+) -> String {
+    let claim = provider.session_name_claim.as_str();
+    // SECURITY: naming `email` here must not bring back an unverified address.
+    let named = if claim == "email" {
+        verified_email
+    } else {
+        match claims.get(claim) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.as_str()),
+            _ => None,
+        }
+    };
+    named.or(verified_email).unwrap_or(subject).to_owned()
 }
 
 fn groups(claims: &Map<String, Value>, path: &[String]) -> Result<Vec<String>, ClaimError> {
@@ -232,7 +298,17 @@ mod tests {
             token: TokenKind::Id,
             max_token_age: Duration::from_secs(3600),
             ca_file: None,
+            email_verified: EmailVerified::Require,
+            session_name_claim: "preferred_username".into(),
+            cli_scopes: None,
         }
+    }
+
+    fn map_with(v: Value, provider: &ProviderConfig) -> Identity {
+        let Value::Object(m) = v else {
+            panic!("object")
+        };
+        map_claims(&m, provider, 1, 2).unwrap()
     }
 
     fn map(v: Value, groups_claim: &str) -> Result<Identity, ClaimError> {
@@ -245,7 +321,8 @@ mod tests {
     #[test]
     fn maps_groups_attributes_and_mfa() {
         let id = map(
-            json!({"sub": "u1", "email": "a@example.com", "groups": ["eng", "sre"],
+            json!({"sub": "u1", "email": "a@example.com", "email_verified": true,
+                   "groups": ["eng", "sre"],
                    "department": "platform", "amr": ["pwd", "mfa"], "auth_time": 5,
                    "ignored": "x"}),
             "groups",
@@ -349,5 +426,90 @@ mod tests {
         assert_eq!(numeric_date(&json!("10")), None);
         assert_eq!(numeric_date(&json!(null)), None);
         assert_eq!(numeric_date(&json!(1e300)), None);
+    }
+
+    #[test]
+    fn an_unverified_or_unvouched_email_is_dropped() {
+        let p = provider("groups");
+        for claims in [
+            json!({"sub": "u", "email": "ceo@example.com"}),
+            json!({"sub": "u", "email": "ceo@example.com", "email_verified": false}),
+            json!({"sub": "u", "email": "ceo@example.com", "email_verified": "false"}),
+            json!({"sub": "u", "email": "ceo@example.com", "email_verified": "yes"}),
+        ] {
+            let id = map_with(claims.clone(), &p);
+            assert_eq!(id.email, None, "{claims}");
+            assert_eq!(id.readable_name(), "u", "{claims}");
+        }
+        assert!(
+            map(
+                json!({"sub": "u", "email": "a@x", "email_verified": 1}),
+                "groups"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_verified_email_is_kept_as_boolean_or_apple_and_cognito_string() {
+        let p = provider("groups");
+        for verified in [json!(true), json!("true")] {
+            let id = map_with(
+                json!({"sub": "u", "email": "a@example.com", "email_verified": verified}),
+                &p,
+            );
+            assert_eq!(id.email.as_deref(), Some("a@example.com"));
+            assert_eq!(id.readable_name(), "a@example.com");
+        }
+        // An empty address is no address.
+        let id = map_with(json!({"sub": "u", "email": "", "email_verified": true}), &p);
+        assert_eq!(id.email, None);
+    }
+
+    #[test]
+    fn assume_keeps_an_email_without_the_claim_but_never_against_an_explicit_false() {
+        let p = ProviderConfig {
+            email_verified: EmailVerified::Assume,
+            ..provider("groups")
+        };
+        let id = map_with(json!({"sub": "u", "email": "a@example.com"}), &p);
+        assert_eq!(id.email.as_deref(), Some("a@example.com"));
+        let id = map_with(
+            json!({"sub": "u", "email": "a@example.com", "email_verified": false}),
+            &p,
+        );
+        assert_eq!(id.email, None);
+    }
+
+    #[test]
+    fn the_readable_name_falls_back_from_the_claim_to_the_verified_email_to_sub() {
+        let p = provider("groups");
+        let verified = json!({"sub": "u", "preferred_username": "ana",
+                              "email": "a@example.com", "email_verified": true});
+        assert_eq!(map_with(verified, &p).readable_name(), "ana");
+        for unusable in [json!(""), json!("  "), json!(["ana"]), json!(null)] {
+            let claims = json!({"sub": "u", "preferred_username": unusable,
+                                "email": "a@example.com", "email_verified": true});
+            assert_eq!(map_with(claims, &p).readable_name(), "a@example.com");
+        }
+        let unverified = json!({"sub": "u", "email": "ceo@example.com"});
+        assert_eq!(map_with(unverified, &p).readable_name(), "u");
+
+        let by_name = ProviderConfig {
+            session_name_claim: "name".into(),
+            ..provider("groups")
+        };
+        let claims = json!({"sub": "u", "name": "Ana Lima", "preferred_username": "ana"});
+        assert_eq!(map_with(claims, &by_name).readable_name(), "Ana Lima");
+
+        // Naming `email` as the claim still needs it verified.
+        let by_email = ProviderConfig {
+            session_name_claim: "email".into(),
+            ..provider("groups")
+        };
+        let claims = json!({"sub": "u", "email": "ceo@example.com", "preferred_username": "ana"});
+        assert_eq!(map_with(claims, &by_email).readable_name(), "u");
+        let claims = json!({"sub": "u", "email": "a@example.com", "email_verified": true});
+        assert_eq!(map_with(claims, &by_email).readable_name(), "a@example.com");
     }
 }

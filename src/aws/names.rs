@@ -1,7 +1,7 @@
 //! The names CloudTrail shows for a grant: `RoleSessionName` and `SourceIdentity`, derived by the
 //! broker from the user and never chosen by them. Pure: no I/O.
 //!
-//! Both follow STS's rule `[\w+=,.@-]{2,64}` and are built by one function, `label`, with this
+//! Both follow STS's rule `[\w+=,.@-]{2,64}`. The session name is built by `label`, with this
 //! contract:
 //!
 //! - an id that is already a valid name is used as is (`alice@example.com` stays readable);
@@ -9,9 +9,13 @@
 //!   trimmed), shortened to fit, and suffixed with `-` and 16 hex digits of SHA-256 of the WHOLE id;
 //! - an id that itself ends like such a suffix is hashed too.
 //!
-//! INVARIANT: two different ids never produce the same label (up to a 64-bit hash collision):
-//! verbatim labels never end in a hash suffix, hashed labels always do, and each hash covers the
-//! full id, so neither sanitising nor truncation can merge two users.
+//! The source identity is the sanitised readable user name first (so a long issuer URL never
+//! crowds it out), then `-` and 16 hex digits of SHA-256 of the principal `(issuer, subject)`.
+//!
+//! INVARIANT: two different ids never produce the same label, and two different principals never
+//! produce the same source identity (up to a 64-bit hash collision): verbatim labels never end in
+//! a hash suffix, hashed labels always do, and each hash covers the full id or principal, so
+//! neither sanitising nor truncation nor a chosen user name can merge two users.
 
 use std::fmt;
 
@@ -53,18 +57,32 @@ impl fmt::Display for SessionName {
 }
 
 /// `SourceIdentity`: the person behind a session. It persists through role chaining and CloudTrail
-/// records it on every action, so it is derived from the principal's immutable id.
+/// records it on every action: `<readable user>-<16 hex digits of a hash of (issuer, subject)>`.
 ///
 /// Always 2..=64 characters of `[A-Za-z0-9+=,.@_-]`, never starting with `aws:`, and distinct for
-/// distinct principals.
+/// distinct principals. Only the hash suffix identifies the principal: the readable part may be
+/// chosen by the user at some IdPs, so IAM conditions must not match on it alone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceIdentity(String);
 
 impl SourceIdentity {
-    /// The source identity for the principal whose canonical id is `canonical_id` (for example
-    /// its issuer and subject).
-    pub fn for_principal(canonical_id: &str) -> SourceIdentity {
-        SourceIdentity(label(canonical_id, MAX_LEN))
+    /// The source identity of the principal `(issuer, subject)`, readable as `user` (a user name
+    /// or verified email).
+    pub fn for_principal(user: &str, issuer: &str, subject: &str) -> SourceIdentity {
+        let hash = principal_hash(issuer, subject);
+        let slug = slug(user);
+        let keep = MAX_LEN - HASH_HEX - 1;
+        // `slug` is ASCII, so any byte index is a character boundary.
+        let prefix = slug
+            .get(..keep.min(slug.len()))
+            .unwrap_or_default()
+            .trim_end_matches('-');
+        // INVARIANT: `:` is not a name character, so no prefix can start with `aws:`.
+        if prefix.is_empty() {
+            SourceIdentity(hash)
+        } else {
+            SourceIdentity(format!("{prefix}-{hash}"))
+        }
     }
 
     /// The identity as sent to STS.
@@ -134,7 +152,23 @@ fn ends_with_hash(id: &str) -> bool {
 
 /// The first 16 hex digits (64 bits) of SHA-256 of `id`.
 fn short_hash(id: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+    hex_prefix(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        id.as_bytes(),
+    ))
+}
+
+/// The first 16 hex digits of SHA-256 over the issuer's length, the issuer and the subject: the
+/// length makes the encoding unambiguous whatever either contains.
+fn principal_hash(issuer: &str, subject: &str) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(&(issuer.len() as u64).to_be_bytes());
+    ctx.update(issuer.as_bytes());
+    ctx.update(subject.as_bytes());
+    hex_prefix(ctx.finish())
+}
+
+fn hex_prefix(digest: aws_lc_rs::digest::Digest) -> String {
     hex::encode(digest.as_ref().get(..HASH_HEX / 2).unwrap_or_default())
 }
 
@@ -151,6 +185,11 @@ mod tests {
     use super::*;
 
     const GRANT: &str = "7f3c2a9e-1b4d-4c8e-9a6f-0d2e5b7c9a13";
+    const ISSUER: &str = "https://login.example.com";
+    static LONG_ISSUER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let base = "https://login.microsoftonline.example.com/0123456789abcdef/v2.0/";
+        format!("{base}{}", "t".repeat(200 - base.len()))
+    });
 
     fn assert_valid(name: &str) {
         assert!((2..=64).contains(&name.len()), "length of {name:?}");
@@ -194,38 +233,35 @@ mod tests {
     }
 
     #[test]
-    fn every_source_identity_is_valid() {
+    fn every_label_and_source_identity_is_valid() {
         for id in samples() {
-            assert_valid(SourceIdentity::for_principal(&id).as_str());
+            assert_valid(&label(&id, MAX_LEN));
+            for issuer in [ISSUER, LONG_ISSUER.as_str(), "", "aws:"] {
+                assert_valid(SourceIdentity::for_principal(&id, issuer, &id).as_str());
+            }
         }
     }
 
     #[test]
     fn valid_ids_stay_readable() {
-        assert_eq!(
-            SourceIdentity::for_principal("alice@example.com").as_str(),
-            "alice@example.com"
-        );
+        assert_eq!(label("alice@example.com", MAX_LEN), "alice@example.com");
         assert_eq!(
             SessionName::for_user("alice@example.com", GRANT).as_str(),
             "alice@example.com-7f3c2a9e"
         );
-        assert_eq!(
-            SourceIdentity::for_principal(&"x".repeat(64)).as_str(),
-            "x".repeat(64)
-        );
+        assert_eq!(label(&"x".repeat(64), MAX_LEN), "x".repeat(64));
     }
 
     #[test]
     fn sanitising_replaces_collapses_and_trims() {
-        let name = SourceIdentity::for_principal("  Alice  Smith!! ");
-        assert!(name.as_str().starts_with("Alice-Smith-"), "{name}");
-        let name = SourceIdentity::for_principal("rocket 🚀 user");
-        assert!(name.as_str().starts_with("rocket-user-"), "{name}");
-        let name = SourceIdentity::for_principal("élodie");
-        assert!(name.as_str().starts_with("lodie-"), "{name}");
+        let name = label("  Alice  Smith!! ", MAX_LEN);
+        assert!(name.starts_with("Alice-Smith-"), "{name}");
+        let name = label("rocket 🚀 user", MAX_LEN);
+        assert!(name.starts_with("rocket-user-"), "{name}");
+        let name = label("élodie", MAX_LEN);
+        assert!(name.starts_with("lodie-"), "{name}");
         // Nothing usable: only the hash remains.
-        assert_eq!(SourceIdentity::for_principal("😀").as_str().len(), 16);
+        assert_eq!(label("😀", MAX_LEN).len(), 16);
     }
 
     #[test]
@@ -240,11 +276,8 @@ mod tests {
             "a\u{3000}b",
             "a🚀b",
         ];
-        let identities: HashSet<_> = ids
-            .iter()
-            .map(|id| SourceIdentity::for_principal(id))
-            .collect();
-        assert_eq!(identities.len(), ids.len(), "{identities:?}");
+        let labels: HashSet<_> = ids.iter().map(|id| label(id, MAX_LEN)).collect();
+        assert_eq!(labels.len(), ids.len(), "{labels:?}");
         let sessions: HashSet<_> = ids
             .iter()
             .map(|id| SessionName::for_user(id, GRANT))
@@ -257,45 +290,86 @@ mod tests {
         let common = "https://login.example.com/tenants/0123456789abcdef/users/";
         let a = format!("{common}{}", "a".repeat(40));
         let b = format!("{common}{}", "b".repeat(40));
-        assert_ne!(
-            SourceIdentity::for_principal(&a),
-            SourceIdentity::for_principal(&b)
-        );
+        assert_ne!(label(&a, MAX_LEN), label(&b, MAX_LEN));
         assert_ne!(
             SessionName::for_user(&a, GRANT),
             SessionName::for_user(&b, GRANT)
         );
         let x64 = "x".repeat(64);
         let x65 = "x".repeat(65);
-        assert_ne!(
-            SourceIdentity::for_principal(&x64),
-            SourceIdentity::for_principal(&x65)
-        );
+        assert_ne!(label(&x64, MAX_LEN), label(&x65, MAX_LEN));
     }
 
     #[test]
     fn an_id_cannot_impersonate_the_hashed_name_of_another() {
-        let victim = SourceIdentity::for_principal("a b");
+        let victim = label("a b", MAX_LEN);
         // The attacker registers the victim's hashed name verbatim.
-        let attacker = SourceIdentity::for_principal(victim.as_str());
-        assert_ne!(victim, attacker);
-        let hash_only = SourceIdentity::for_principal("😀");
-        assert_ne!(SourceIdentity::for_principal(hash_only.as_str()), hash_only);
+        assert_ne!(label(&victim, MAX_LEN), victim);
+        let hash_only = label("😀", MAX_LEN);
+        assert_ne!(label(&hash_only, MAX_LEN), hash_only);
     }
 
     #[test]
     fn aws_prefix_is_never_sent() {
         for id in ["aws:admin", "AWS:admin", "Aws:x", "aws:"] {
-            let identity = SourceIdentity::for_principal(id);
+            let name = label(id, MAX_LEN);
+            assert!(!name.to_ascii_lowercase().starts_with("aws:"), "{name}");
+            assert_ne!(name, id);
+            let identity = SourceIdentity::for_principal(id, id, id);
             assert!(
                 !identity.as_str().to_ascii_lowercase().starts_with("aws:"),
                 "{identity}"
             );
-            assert_ne!(identity.as_str(), id);
         }
+        assert_ne!(label("aws:admin", MAX_LEN), label("aws-admin", MAX_LEN));
+    }
+
+    #[test]
+    fn a_long_issuer_leaves_the_user_readable_in_the_source_identity() {
+        assert_eq!(LONG_ISSUER.len(), 200);
+        let identity = SourceIdentity::for_principal("alice@example.com", &LONG_ISSUER, "00u1abcd");
+        let (user, hash) = identity.as_str().rsplit_once('-').unwrap();
+        assert_eq!(user, "alice@example.com", "{identity}");
+        assert_eq!(hash.len(), 16, "{identity}");
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{identity}");
+        assert_valid(identity.as_str());
+        // A long user name is shortened, still first, still followed by the hash.
+        let long = SourceIdentity::for_principal(&"z".repeat(200), &LONG_ISSUER, "00u1abcd");
+        assert_eq!(long.as_str().len(), 64);
+        assert!(long.as_str().starts_with(&"z".repeat(47)), "{long}");
+        assert!(long.as_str().ends_with(hash), "{long}");
+    }
+
+    #[test]
+    fn source_identities_are_unique_per_principal_whatever_the_user_name() {
+        let alice = SourceIdentity::for_principal("alice", ISSUER, "u1");
+        // Same readable name, another subject or issuer: another identity.
+        assert_ne!(alice, SourceIdentity::for_principal("alice", ISSUER, "u2"));
         assert_ne!(
-            SourceIdentity::for_principal("aws:admin"),
-            SourceIdentity::for_principal("aws-admin")
+            alice,
+            SourceIdentity::for_principal("alice", &LONG_ISSUER, "u1")
+        );
+        // The issuer/subject boundary is part of the hash.
+        assert_ne!(
+            SourceIdentity::for_principal("x", "https://a.example/x", "y"),
+            SourceIdentity::for_principal("x", "https://a.example/", "xy")
+        );
+        // A user who picks another's whole source identity as their name does not get it.
+        let mallory = SourceIdentity::for_principal(alice.as_str(), ISSUER, "u3");
+        assert_ne!(mallory, alice);
+        assert!(
+            !mallory
+                .as_str()
+                .ends_with(&alice.as_str()[alice.as_str().len() - 16..])
+        );
+        // The same principal always gets the same identity.
+        assert_eq!(alice, SourceIdentity::for_principal("alice", ISSUER, "u1"));
+        // Nothing readable: the hash alone.
+        assert_eq!(
+            SourceIdentity::for_principal("😀", ISSUER, "u1")
+                .as_str()
+                .len(),
+            16
         );
     }
 

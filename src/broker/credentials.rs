@@ -248,11 +248,11 @@ impl Broker {
         tags.push(SessionTag::new(GRANT_TAG, grant_id));
         let mut transitive = role.transitive_tag_keys().to_vec();
         transitive.push(GRANT_TAG.to_owned());
-        let user = id.email.as_deref().unwrap_or(&id.subject);
+        let user = id.readable_name();
         AssumeRoleInput::new(AssumeRoleParams {
             role_arn: role.arn().to_string(),
             session_name: SessionName::for_user(user, grant_id),
-            source_identity: SourceIdentity::for_principal(&id.principal_id()),
+            source_identity: SourceIdentity::for_principal(user, &id.issuer, &id.subject),
             duration_secs: u32::try_from(duration.as_secs()).unwrap_or(u32::MAX),
             tags,
             transitive_tag_keys: transitive,

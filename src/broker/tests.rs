@@ -66,6 +66,7 @@ fn alice() -> Identity {
         auth_time: Some(1_899_999_990),
         issued_at: 1_899_999_990,
         expires_at: 1_900_000_600,
+        readable_name: "alice@example.com".into(),
     }
 }
 

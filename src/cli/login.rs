@@ -79,6 +79,7 @@ async fn login(args: LoginArgs) -> Result<(), ClientError> {
         http: http_client(ca_cert.as_deref())?,
         issuer: issuer.issuer.clone(),
         client_id: issuer.cli_client_id.clone(),
+        scopes: issuer.cli_scopes.clone(),
     };
     let tokens = if args.device {
         login::device_flow(&provider).await?

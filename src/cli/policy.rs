@@ -175,6 +175,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let identity = Identity {
+        readable_name: args.email.clone().unwrap_or_else(|| args.subject.clone()),
         issuer: args.issuer,
         subject: args.subject,
         email: args.email,

@@ -136,6 +136,8 @@ pub async fn fresh_token(
         http: super::broker::http_client(login.ca_cert(settings))?,
         issuer: login.issuer.clone(),
         client_id: login.client_id.clone(),
+        // A refresh keeps the scopes of the login.
+        scopes: None,
     };
     let tokens = login::refresh(&provider, &refresh_token).await?;
     // SECURITY: a refresh must not switch the user (OIDC Core 12.2).

@@ -266,3 +266,51 @@ fn the_example_server_section_documents_the_defaults() {
         format!("{:?}", defaults.server)
     );
 }
+
+#[test]
+fn identity_keys_default_and_parse() {
+    let c = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    let p = &c.oidc.providers[0];
+    assert_eq!(p.email_verified, EmailVerified::Require);
+    assert_eq!(p.session_name_claim, "preferred_username");
+    assert_eq!(p.cli_scopes, None);
+    let extra = r#"
+email_verified = "assume"
+session_name_claim = "upn"
+cli_scopes = ["email", "profile", "department"]
+"#;
+    let c = Config::from_toml(&plain(extra), base(), &no_env()).unwrap();
+    let p = &c.oidc.providers[0];
+    assert_eq!(p.email_verified, EmailVerified::Assume);
+    assert_eq!(p.session_name_claim, "upn");
+    assert_eq!(
+        p.cli_scopes.as_deref(),
+        Some(
+            &[
+                "email".to_owned(),
+                "profile".to_owned(),
+                "department".to_owned()
+            ][..]
+        )
+    );
+}
+
+#[test]
+fn bad_identity_keys_are_all_reported() {
+    let extra = r#"
+email_verified = "trust"
+session_name_claim = ""
+cli_scopes = ["email", "two words", "quo\"te"]
+"#;
+    let err = Config::from_toml(&plain(extra), base(), &no_env()).unwrap_err();
+    let issues: Vec<String> = err
+        .issues
+        .iter()
+        .map(|i| format!("{}: {}", i.path, i.message))
+        .collect();
+    assert_eq!(issues.len(), 4, "{issues:#?}");
+    assert!(issues[0].starts_with("oidc.provider[0].email_verified: `trust`"));
+    assert!(issues[1].starts_with("oidc.provider[0].session_name_claim:"));
+    assert!(issues[2].starts_with("oidc.provider[0].cli_scopes: `two words`"));
+    assert!(issues[3].starts_with("oidc.provider[0].cli_scopes: `quo\"te`"));
+}

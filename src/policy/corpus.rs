@@ -153,6 +153,7 @@ fn case(c: RawCase) -> Result<TestCase, String> {
         name: c.name,
         identity: Identity {
             issuer: c.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
+            readable_name: c.email.clone().unwrap_or_else(|| c.subject.clone()),
             subject: c.subject,
             email: c.email,
             groups: c.groups,

@@ -311,6 +311,8 @@ impl Types {
             let value = match name.as_str() {
                 "issuer" => Some(RestrictedExpression::new_string(identity.issuer.clone())),
                 "subject" => Some(RestrictedExpression::new_string(identity.subject.clone())),
+                // SECURITY: verified addresses only (see `Identity::email`): an unverified one
+                // leaves `principal.email` absent, so `principal has email` is false.
                 "email" => identity.email.clone().map(RestrictedExpression::new_string),
                 "mfa" => Some(RestrictedExpression::new_bool(identity.mfa)),
                 _ => match identity.attributes.get(name) {

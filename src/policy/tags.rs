@@ -17,7 +17,7 @@ pub struct TagTemplate {
 pub enum Placeholder {
     /// A kept identity attribute, by name.
     Attribute(String),
-    /// `{email}`.
+    /// `{email}`: only a verified address (see [`Identity::email`]); otherwise the tag fails.
     Email,
     /// `{issuer}`.
     Issuer,
@@ -153,6 +153,8 @@ fn value(tag: &str, p: &Placeholder, identity: &Identity) -> Result<String, TagE
         attribute: attribute.to_owned(),
     };
     match p {
+        // SECURITY: `Identity::email` holds only a verified address, so a user who typed someone
+        // else's address at the IdP fails the grant instead of being tagged with it.
         Placeholder::Email => identity.email.clone().ok_or_else(|| missing("email")),
         Placeholder::Issuer => Ok(identity.issuer.clone()),
         Placeholder::Subject => Ok(identity.subject.clone()),
@@ -177,3 +179,60 @@ fn is_placeholder_name(name: &str) -> bool {
 }
 
 const MAX_TAG_VALUE_CHARS: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::{EmailVerified, ProviderConfig, TokenKind};
+    use crate::identity::map_claims;
+
+    fn identity(claims: Value) -> Identity {
+        let provider = ProviderConfig {
+            issuer: "https://idp.example.com".into(),
+            audiences: vec!["cli".into()],
+            cli_client_id: "cli".into(),
+            groups_claim: vec!["groups".into()],
+            attributes: Vec::new(),
+            mfa_amr: Vec::new(),
+            mfa_acr: Vec::new(),
+            token: TokenKind::Id,
+            max_token_age: Duration::from_secs(3600),
+            ca_file: None,
+            email_verified: EmailVerified::Require,
+            session_name_claim: "preferred_username".into(),
+            cli_scopes: None,
+        };
+        let Value::Object(claims) = claims else {
+            panic!("object")
+        };
+        map_claims(&claims, &provider, 1, 2).unwrap()
+    }
+
+    #[test]
+    fn an_email_tag_renders_only_a_verified_address() {
+        let template = TagTemplate::parse("{email}").unwrap();
+        let verified =
+            identity(json!({"sub": "u", "email": "a@example.com", "email_verified": true}));
+        assert_eq!(
+            template.render("email", &verified).unwrap(),
+            "a@example.com"
+        );
+        for claims in [
+            json!({"sub": "u", "email": "ceo@example.com"}),
+            json!({"sub": "u", "email": "ceo@example.com", "email_verified": false}),
+        ] {
+            let err = template.render("email", &identity(claims)).unwrap_err();
+            assert_eq!(
+                err,
+                TagError::MissingAttribute {
+                    tag: "email".into(),
+                    attribute: "email".into()
+                }
+            );
+        }
+    }
+}

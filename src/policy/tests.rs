@@ -76,6 +76,7 @@ fn person(subject: &str, groups: &[&str], department: Option<&str>) -> Identity 
         auth_time: None,
         issued_at: 0,
         expires_at: 0,
+        readable_name: subject.into(),
     }
 }
 
@@ -533,4 +534,48 @@ fn shipped_policies_load_and_pass_their_tests() {
         total += report.passed;
     }
     assert!(total >= 20, "only {total} cases");
+}
+
+#[test]
+fn cedar_sees_no_principal_email_unless_the_issuer_verified_it() {
+    let policies = r#"
+@id("developer.by-email")
+permit (principal, action == Latchkey::Action::"assume", resource == Latchkey::Role::"developer")
+when { principal has email && principal.email like "*@example.com" };
+"#;
+    let set = PolicySet::from_sources(&sources(CATALOG, policies)).unwrap();
+    let provider = crate::config::ProviderConfig {
+        issuer: "https://idp.example.com".into(),
+        audiences: vec!["cli".into()],
+        cli_client_id: "cli".into(),
+        groups_claim: vec!["groups".into()],
+        attributes: Vec::new(),
+        mfa_amr: Vec::new(),
+        mfa_acr: Vec::new(),
+        token: crate::config::TokenKind::Id,
+        max_token_age: std::time::Duration::from_secs(3600),
+        ca_file: None,
+        email_verified: crate::config::EmailVerified::Require,
+        session_name_claim: "preferred_username".into(),
+        cli_scopes: None,
+    };
+    let who = |claims: serde_json::Value| {
+        let serde_json::Value::Object(claims) = claims else {
+            panic!("object")
+        };
+        crate::identity::map_claims(&claims, &provider, 0, 0).unwrap()
+    };
+    let verified =
+        who(serde_json::json!({"sub": "u", "email": "a@example.com", "email_verified": true}));
+    assert_eq!(
+        assume(&set, &verified, "developer", ctx(false, 3600)).effect,
+        Effect::Allow
+    );
+    for claims in [
+        serde_json::json!({"sub": "u", "email": "ceo@example.com"}),
+        serde_json::json!({"sub": "u", "email": "ceo@example.com", "email_verified": false}),
+    ] {
+        let d = assume(&set, &who(claims), "developer", ctx(false, 3600));
+        assert_eq!(d.effect, Effect::Deny, "{d:?}");
+    }
 }

@@ -34,6 +34,8 @@ pub struct BrokerOptions {
     pub aws_endpoint: Option<String>,
     /// The policy directory; the shipped `policies/` by default.
     pub policy_dir: PathBuf,
+    /// Extra lines appended to each `[[oidc.provider]]` table.
+    pub provider_extra: String,
 }
 
 impl BrokerOptions {
@@ -45,6 +47,7 @@ impl BrokerOptions {
             server_extra: String::new(),
             aws_endpoint: None,
             policy_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            provider_extra: String::new(),
         }
     }
 
@@ -89,7 +92,8 @@ pub fn write_config(dir: &Path, opts: &BrokerOptions, listen: &str) -> PathBuf {
         text.push_str(&format!(
             "[[oidc.provider]]\nissuer = \"{issuer}\"\naudiences = [{audiences}]\n\
              cli_client_id = \"latchkey-cli\"\ngroups_claim = \"groups\"\n\
-             attributes = [\"department\"]\nmfa_amr = [\"mfa\"]\n"
+             attributes = [\"department\"]\nmfa_amr = [\"mfa\"]\n{}\n",
+            opts.provider_extra
         ));
     }
     let path = dir.join("latchkey.toml");

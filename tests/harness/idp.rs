@@ -13,6 +13,12 @@
 //! | bob   | engineering, sre                 | platform   | yes |
 //! | carol | finance                          | finance    | no  |
 //! | dave  | engineering, prod-approvers      | security   | yes |
+//! | mallory | engineering                    | platform   | no  |
+//!
+//! Every user's `preferred_username` is the login name except `mallory`'s (`mallory.m`), and every
+//! email is verified except `mallory`'s: `ceo@example.com` with `email_verified: false`.
+//! `department` and `preferred_username` come under the `profile` scope (a common mapping); the IdP
+//! has no `department` scope.
 //!
 //! Clients: `latchkey-cli` (RS256 ID tokens), `latchkey-cli-es` (ES256), `other-app` (RS256, a
 //! different audience). All are public native clients with PKCE S256.
@@ -38,8 +44,8 @@ use super::free_port;
 pub const PASSWORD: &str = "latchkey-test";
 /// One-time code the users with MFA enter after their password.
 pub const OTP: &str = "123456";
-/// Scopes the harness asks for: everything latchkey reads, plus a refresh token.
-pub const SCOPES: &str = "openid email groups department offline_access";
+/// Scopes the harness asks for: everything latchkey reads, plus a refresh token (the CLI's default).
+pub const SCOPES: &str = "openid email profile groups offline_access";
 
 const START_DEADLINE: Duration = Duration::from_secs(20);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -228,6 +234,17 @@ impl Idp {
     /// Authorization code flow with PKCE S256, `state` and `nonce`, logging in as `user` through the
     /// provider's pages. Asks for [`SCOPES`] with `prompt=consent`, so a refresh token is issued.
     pub async fn login_code_flow(&self, client_id: &str, user: &str) -> TokenSet {
+        self.login_code_flow_with_scopes(client_id, user, SCOPES)
+            .await
+    }
+
+    /// [`Idp::login_code_flow`] asking for `scopes` (space-separated) instead of [`SCOPES`].
+    pub async fn login_code_flow_with_scopes(
+        &self,
+        client_id: &str,
+        user: &str,
+        scopes: &str,
+    ) -> TokenSet {
         let discovery = self.discovery().await;
         let verifier = random_b64(32);
         let challenge = URL_SAFE_NO_PAD.encode(
@@ -244,7 +261,7 @@ impl Idp {
             .append_pair("client_id", client_id)
             .append_pair("response_type", "code")
             .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("scope", SCOPES)
+            .append_pair("scope", scopes)
             .append_pair("prompt", "consent")
             .append_pair("state", &state)
             .append_pair("nonce", &nonce)

@@ -9,7 +9,12 @@
 //   IDP_ACCESS_TOKEN_TTL access token lifetime in seconds (default: the ID token lifetime)
 //
 // Test users all have the password `latchkey-test`; users with MFA are asked for the one-time code
-// `123456` after the password and get `amr: ["pwd", "mfa"]`.
+// `123456` after the password and get `amr: ["pwd", "mfa"]`. `mallory` typed someone else's
+// address, which this IdP never verified (`email_verified: false`).
+//
+// Claims follow a common IdP mapping: `email` and `email_verified` under the `email` scope,
+// `preferred_username` and the custom `department` under `profile`, `groups` under its own scope.
+// There is no `department` scope.
 //
 // Test-only endpoint: GET /__test/stats -> { "jwks_requests": N }.
 // The process exits when its stdin closes, so it never outlives the test binary that started it.
@@ -42,6 +47,14 @@ const USERS = {
   bob: { email: 'bob@example.com', groups: ['engineering', 'sre'], department: 'platform', mfa: true },
   carol: { email: 'carol@example.com', groups: ['finance'], department: 'finance', mfa: false },
   dave: { email: 'dave@example.com', groups: ['engineering', 'prod-approvers'], department: 'security', mfa: true },
+  mallory: {
+    email: 'ceo@example.com',
+    emailVerified: false,
+    username: 'mallory.m',
+    groups: ['engineering'],
+    department: 'platform',
+    mfa: false,
+  },
 };
 
 function positiveInt(name, fallback) {
@@ -115,10 +128,9 @@ const provider = new Provider(issuer, {
     openid: ['sub', 'auth_time', 'acr', 'amr'],
     email: ['email', 'email_verified'],
     groups: ['groups'],
-    department: ['department'],
-    profile: ['department'],
+    profile: ['preferred_username', 'department'],
   },
-  scopes: ['openid', 'offline_access', 'email', 'groups', 'department', 'profile'],
+  scopes: ['openid', 'offline_access', 'email', 'groups', 'profile'],
   acrValues: ['urn:latchkey:loa:pwd', 'urn:latchkey:loa:mfa'],
   pkce: { required: () => true },
   features: {
@@ -153,7 +165,8 @@ const provider = new Provider(issuer, {
         return {
           sub: id,
           email: user.email,
-          email_verified: true,
+          email_verified: user.emailVerified ?? true,
+          preferred_username: user.username ?? id,
           groups: [...user.groups],
           department: user.department,
         };

@@ -48,7 +48,7 @@ fn full_params() -> AssumeRoleParams {
     AssumeRoleParams {
         role_arn: role_arn(),
         session_name: SessionName::for_user("alice@example.com", GRANT_ID),
-        source_identity: SourceIdentity::for_principal("http://127.0.0.1:9|alice"),
+        source_identity: SourceIdentity::for_principal("alice", "http://127.0.0.1:9", "alice"),
         duration_secs: 3600,
         tags: vec![
             SessionTag::new("department", "platform"),
@@ -159,12 +159,12 @@ async fn assume_role_returns_credentials_and_sends_exactly_our_parameters() {
     assert_eq!(keys, want);
     assert_eq!(call.all["Action"], "AssumeRole");
     assert_eq!(call.all["Version"], "2011-06-15");
-    // The source identity is the hashed form of an id with `:`, `/` and `|`.
+    // The source identity is the readable user, then a hash of (issuer, subject).
     assert!(
         call.source_identity
             .as_deref()
             .unwrap()
-            .starts_with("http-127.0.0.1-9-alice-"),
+            .starts_with("alice-"),
         "{:?}",
         call.source_identity
     );

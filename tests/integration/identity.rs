@@ -1,10 +1,20 @@
 //! Who-am-I against the real IdP: RS256 and ES256 tokens from the code flow, a device-flow
-//! token, key rotation at the IdP picked up without a restart, and the kid-flood bound.
+//! token, key rotation at the IdP picked up without a restart, and the kid-flood bound. Then the
+//! identity rules of issue 7: an unverified email reaches neither whoami nor STS, the CLI's
+//! scopes come from the provider or the IdP's discovery, and the login callback listener ignores
+//! requests that are not this login's.
 
-use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
 
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use url::Url;
+
+use crate::cli::{Home, aws_broker, stderr, stdout};
 use crate::harness::broker::{BrokerOptions, TestBroker};
-use crate::harness::idp::{self, Idp, IdpOptions, unverified_parts};
+use crate::harness::idp::{self, Idp, IdpOptions, browse_code_flow, unverified_parts};
+use crate::harness::moto::Moto;
 
 #[tokio::test]
 async fn whoami_returns_the_identity_of_an_rs256_token() {
@@ -142,4 +152,205 @@ async fn a_flood_of_unknown_kids_causes_at_most_a_handful_of_jwks_fetches() {
     assert!(fetches <= 2, "{fetches} JWKS fetches for 1000 unknown kids");
     // The real key still works throughout.
     assert_eq!(broker.get("/v1/whoami", Some(&good)).await.status(), 200);
+}
+
+// === issue 7: identity never rests on an unverified email ===
+
+#[tokio::test]
+async fn issue_7_an_unverified_email_reaches_neither_whoami_nor_sts() {
+    let idp = idp::shared().await;
+    let moto = Moto::start().await;
+    let broker =
+        TestBroker::start(BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint())).await;
+    let token = idp
+        .login_code_flow("latchkey-cli", "mallory")
+        .await
+        .id_token;
+    assert_eq!(unverified_parts(&token).1["email"], "ceo@example.com");
+
+    let resp = broker
+        .credentials(&token, json!({"role": "readonly", "reason": "issue 7"}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let creds: Value = resp.json().await.unwrap();
+    let calls = moto.assume_role_calls().await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = &calls[0];
+    let session = call.role_session_name.as_deref().unwrap();
+    let source = call.source_identity.as_deref().unwrap();
+    println!("sent to STS: RoleSessionName={session} SourceIdentity={source}");
+    assert_eq!(session, creds["session_name"].as_str().unwrap());
+    assert_eq!(source, creds["source_identity"].as_str().unwrap());
+    // The readable part is mallory's preferred_username, never the address they typed.
+    assert!(session.starts_with("mallory.m-"), "{session}");
+    assert!(source.starts_with("mallory.m-"), "{source}");
+    for (name, value) in &call.all {
+        assert!(!value.contains("ceo"), "{name}={value} was sent to STS");
+    }
+    assert!(
+        !broker.audit_lines().contains("ceo@example.com"),
+        "{}",
+        broker.audit_lines()
+    );
+
+    let me: Value = broker
+        .get("/v1/whoami", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["subject"], "mallory");
+    assert_eq!(me["email"], Value::Null, "{me}");
+}
+
+// === issue 7: the CLI's scopes come from the provider or the IdP's discovery ===
+
+fn scope_of(authorization_url: &str) -> String {
+    Url::parse(authorization_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned())
+        .expect("scope in the authorization URL")
+}
+
+#[tokio::test]
+async fn issue_7_default_scopes_bring_department_under_profile_and_the_tagged_role_is_granted() {
+    let idp = idp::shared().await;
+    let broker = aws_broker(idp).await;
+    let home = Home::new();
+    let login = home.login_code_flow(&broker, "alice").await;
+    assert!(login.status.success(), "login failed: {}", stderr(&login));
+    let url = stdout(&login).lines().next().unwrap().to_owned();
+    let scope = scope_of(&url);
+    println!("scopes asked of the test IdP by default: {scope}");
+
+    // `readonly` is tagged `department = "{department}"`.
+    let out = home.run(&["credentials", "--role", "readonly"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(scope, "openid email profile groups offline_access");
+    let issued: Value = broker
+        .audit_lines()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["event"] == "credentials.issued")
+        .expect("a credentials.issued record");
+    assert_eq!(
+        issued["details"]["tags"]["department"], "platform",
+        "{issued}"
+    );
+}
+
+#[tokio::test]
+async fn issue_7_configured_cli_scopes_are_advertised_and_asked_exactly() {
+    let idp = idp::shared().await;
+    let mut opts = BrokerOptions::issuer(idp.issuer());
+    opts.provider_extra = "cli_scopes = [\"groups\", \"profile\"]".to_owned();
+    let broker = TestBroker::start(opts).await;
+    let wk: Value = broker
+        .get("/.well-known/latchkey", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(wk["issuers"][0]["cli_scopes"], json!(["groups", "profile"]));
+
+    let home = Home::new();
+    let login = home.login_code_flow(&broker, "alice").await;
+    assert!(login.status.success(), "login failed: {}", stderr(&login));
+    let scope = scope_of(stdout(&login).lines().next().unwrap());
+    println!("scopes asked of the test IdP with cli_scopes: {scope}");
+    assert_eq!(scope, "openid groups profile");
+    let (_, claims) = unverified_parts(home.login_json()["id_token"].as_str().unwrap());
+    assert_eq!(claims["department"], "platform");
+    assert_eq!(claims.get("email"), None, "{claims}");
+}
+
+// === issue 7: the login callback answers only this login, on 127.0.0.1:PORT ===
+
+/// Sends one raw HTTP/1.1 request to the CLI's loopback listener; returns the status code.
+async fn raw_get(port: u16, target: &str, host: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut answer))
+        .await
+        .expect("the listener answers")
+        .unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+#[tokio::test]
+async fn issue_7_the_login_callback_ignores_a_wrong_state_and_a_foreign_host() {
+    let idp = idp::shared().await;
+    let broker = TestBroker::start(BrokerOptions::issuer(idp.issuer())).await;
+    let home = Home::new();
+    let mut child = home
+        .cmd(&["login", "--no-browser", "--server", &broker.url])
+        .arg("--ca-cert")
+        .arg(broker.dir.path().join("ca.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the CLI prints the authorization URL")
+            .unwrap()
+            .expect("stdout ended before the URL");
+        if line.starts_with("http") {
+            break Url::parse(&line).unwrap();
+        }
+    };
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    let (redirect_uri, state) = (param("redirect_uri"), param("state"));
+    let port = Url::parse(&redirect_uri).unwrap().port().unwrap();
+    let ours = format!("127.0.0.1:{port}");
+
+    // A forged callback with another state: refused, and the CLI keeps waiting.
+    let forged = "/callback?code=forged&state=not-this-login";
+    assert_eq!(raw_get(port, forged, &ours).await, 400);
+    // The right state but another origin (a rebound name): refused too.
+    let rebound = format!("/callback?code=forged&state={state}");
+    assert_eq!(
+        raw_get(port, &rebound, &format!("evil.example:{port}")).await,
+        421
+    );
+    assert_eq!(
+        raw_get(port, &rebound, &format!("localhost:{port}")).await,
+        421
+    );
+    assert_eq!(raw_get(port, "/favicon.ico", &ours).await, 404);
+
+    // The real callback still completes the login.
+    let callback = browse_code_flow(url.as_str(), "alice", &redirect_uri).await;
+    let page = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(callback)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the CLI finished")
+        .unwrap();
+    assert!(out.status.success(), "login failed: {}", stderr(&out));
+    assert_eq!(home.login_json()["subject"], "alice");
 }

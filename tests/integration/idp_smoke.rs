@@ -211,3 +211,49 @@ async fn signing_keys_match_the_published_jwks() {
         assert_eq!(decoded.claims["sub"], "mallory");
     }
 }
+
+#[tokio::test]
+async fn department_comes_under_profile_and_there_is_no_department_scope() {
+    let idp = idp::shared().await;
+    let discovery = idp.discovery().await;
+    let supported: Vec<&str> = discovery["scopes_supported"]
+        .as_array()
+        .expect("scopes_supported")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for scope in ["openid", "email", "profile", "groups", "offline_access"] {
+        assert!(supported.contains(&scope), "{scope} in {supported:?}");
+    }
+    assert!(!supported.contains(&"department"), "{supported:?}");
+
+    // What the CLI used to ask for: the unknown scope is ignored, so no department.
+    let old = idp
+        .login_code_flow_with_scopes(
+            "latchkey-cli",
+            "alice",
+            "openid email groups department offline_access",
+        )
+        .await;
+    let (_, claims) = unverified_parts(&old.id_token);
+    assert_eq!(claims["groups"], json!(["engineering"]));
+    assert_eq!(claims.get("department"), None, "{claims}");
+
+    let (_, claims) =
+        unverified_parts(&idp.login_code_flow("latchkey-cli", "alice").await.id_token);
+    assert_eq!(claims["department"], "platform");
+    assert_eq!(claims["preferred_username"], "alice");
+}
+
+#[tokio::test]
+async fn mallorys_email_is_not_verified() {
+    let idp = idp::shared().await;
+    let tokens = idp.login_code_flow("latchkey-cli", "mallory").await;
+    let (_, claims) = unverified_parts(&tokens.id_token);
+    assert_eq!(claims["sub"], "mallory");
+    assert_eq!(claims["email"], "ceo@example.com");
+    assert_eq!(claims["email_verified"], false);
+    assert_eq!(claims["preferred_username"], "mallory.m");
+    let (_, alice) = unverified_parts(&idp.login_code_flow("latchkey-cli", "alice").await.id_token);
+    assert_eq!(alice["email_verified"], true);
+}

@@ -4,7 +4,7 @@ fn params() -> AssumeRoleParams {
     AssumeRoleParams {
         role_arn: "arn:aws:iam::123456789012:role/ReadOnly".to_owned(),
         session_name: SessionName::for_user("alice@example.com", "0a1b2c3d"),
-        source_identity: SourceIdentity::for_principal("alice@example.com"),
+        source_identity: SourceIdentity::for_principal("alice", "https://idp.example.com", "u1"),
         duration_secs: 3600,
         tags: vec![
             SessionTag::new("department", "platform"),

@@ -43,6 +43,9 @@ fn provider() -> ProviderConfig {
         token: TokenKind::Id,
         max_token_age: Duration::from_secs(3600),
         ca_file: None,
+        email_verified: crate::config::EmailVerified::Require,
+        session_name_claim: "preferred_username".into(),
+        cli_scopes: None,
     }
 }
 
