@@ -6,6 +6,7 @@
 //! - [`canonical`]: the canonical JSON form that is hashed (pure);
 //! - [`chain`]: the chain hash and the link formula (pure);
 //! - [`key`]: the chain key (plain SHA-256 or HMAC-SHA-256) and loading it from a file;
+//! - [`kind`]: the closed list of event names ([`EventKind`]);
 //! - [`verify`]: walking stored records and naming the first broken link (pure);
 //! - [`sink`]: the JSON-lines copy of every record for a SIEM (stdout or a file).
 //!
@@ -18,6 +19,7 @@
 pub mod canonical;
 pub mod chain;
 pub mod key;
+pub mod kind;
 pub mod sink;
 pub mod verify;
 
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use self::canonical::CanonicalError;
 pub use self::chain::{CanonicalEvent, ChainHash};
 pub use self::key::{ChainKey, KeyError};
+pub use self::kind::EventKind;
 pub use self::sink::{Sink, SinkConfig, SinkError};
 pub use self::verify::{BreakReason, Verification, Verifier};
 use crate::store::{Store, StoreError};
@@ -66,8 +69,8 @@ pub enum Outcome {
 /// event is canonicalized (see [`CanonicalEvent::new`]).
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 pub struct AuditEvent {
-    /// The dotted event name, such as `credentials.authorized` or `credentials.issued`.
-    pub event: String,
+    /// What happened; serialized as its dotted name, such as `credentials.issued`.
+    pub event: EventKind,
     /// When it happened, read by the caller from its clock.
     #[serde(with = "chain::time_format")]
     pub time: DateTime<Utc>,

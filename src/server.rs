@@ -158,6 +158,7 @@ impl Server {
             aws,
             policy,
             clock,
+            grants_per_minute: config.server.grants_per_minute,
         }));
         broker
             .record_start()

@@ -88,6 +88,7 @@ async fn broker(refuse: &'static str) -> (Broker, Arc<CountingAws>, Arc<dyn Stor
         aws: Arc::clone(&aws) as Arc<dyn Aws>,
         policy: PolicySet::load(&dir).unwrap(),
         clock: Arc::new(ManualClock::at(1_900_000_000)),
+        grants_per_minute: 60,
     });
     (broker, aws, inner)
 }

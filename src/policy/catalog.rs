@@ -11,6 +11,7 @@ use std::time::Duration;
 use toml::Table;
 
 use super::tags::{Placeholder, TagError, TagTemplate};
+use crate::aws::input::{self as sts, RESERVED_TAG_KEYS};
 use crate::config::fields::Fields;
 use crate::config::{ConfigDuration, ConfigIssue};
 use crate::identity::Identity;
@@ -396,16 +397,18 @@ fn parse_role(
     };
     let session_policy = session_policy.and_then(|file| load_session_policy(&mut f, &file, read));
     let policy_arns = parse_policy_arns(&mut f, policy_arns.unwrap_or_default());
-    let external_id = external_id.filter(|id| {
-        let ok = (2..=1224).contains(&id.chars().count())
-            && id.chars().all(|c| is_word(c) || "+=,.@:/-".contains(c));
-        if !ok {
+    let external_id = external_id.filter(|id| match sts::check_external_id(id) {
+        Ok(()) => true,
+        Err(e) => {
             f.error(
                 f.path_of("external_id"),
-                "must be 2 to 1224 characters of letters, digits and `_+=,.@:/-`".into(),
+                format!(
+                    "must be 2 to 1224 characters of letters, digits and `_+=,.@:/-` (it {})",
+                    e.problem()
+                ),
             );
+            false
         }
-        ok
     });
     f.finish();
     Some(Role {
@@ -446,21 +449,34 @@ fn parse_tags(
     attributes: Option<&HashSet<String>>,
 ) -> Vec<(String, TagTemplate)> {
     let path = f.path_of("session_tags");
-    if tags.len() > MAX_SESSION_TAGS {
+    // INVARIANT: the broker adds its own tags to every session, so they count against STS's limit.
+    if sts::check_tag_count("session_tags", tags.len() + RESERVED_TAG_KEYS.len()).is_err() {
         f.error(
             path.clone(),
-            format!("STS accepts at most {MAX_SESSION_TAGS} session tags"),
+            format!(
+                "{} tags, at most {} allowed: STS accepts {} and latchkey keeps {} for its own",
+                tags.len(),
+                sts::MAX_TAGS - RESERVED_TAG_KEYS.len(),
+                sts::MAX_TAGS,
+                RESERVED_TAG_KEYS.len()
+            ),
         );
     }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(tags.len());
     for (key, text) in tags {
         let key_path = format!("{path}.{key}");
-        if !is_tag_key(&key) {
+        if let Err(e) = sts::check_tag_key("", &key) {
+            f.error(key_path.clone(), format!("the tag key {}", e.problem()));
+        }
+        // STS compares keys ignoring case, so a reserved key in any case would clash.
+        if RESERVED_TAG_KEYS
+            .iter()
+            .any(|r| r.to_lowercase() == key.to_lowercase())
+        {
             f.error(
                 key_path.clone(),
-                "a tag key is 1 to 128 letters, digits, spaces or `_.:/=+-@`, not starting with `aws:`"
-                    .into(),
+                format!("`{key}` is a tag latchkey sets itself"),
             );
         }
         // STS compares tag keys without regard to case.
@@ -518,11 +534,8 @@ fn load_session_policy(
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(v @ serde_json::Value::Object(_)) => {
             let compact = v.to_string();
-            if compact.len() > MAX_SESSION_POLICY_CHARS {
-                f.error(
-                    path,
-                    format!("`{file}` is longer than the {MAX_SESSION_POLICY_CHARS} characters STS accepts (without spaces)"),
-                );
+            if let Err(e) = sts::check_session_policy(&compact) {
+                f.error(path, format!("`{file}` without spaces {}", e.problem()));
                 return None;
             }
             Some(compact)
@@ -540,10 +553,13 @@ fn load_session_policy(
 
 fn parse_policy_arns(f: &mut Fields<'_>, arns: Vec<String>) -> Vec<PolicyArn> {
     let path = f.path_of("policy_arns");
-    if arns.len() > MAX_POLICY_ARNS {
+    if arns.len() > sts::MAX_POLICY_ARNS {
         f.error(
             path.clone(),
-            format!("STS accepts at most {MAX_POLICY_ARNS} managed session policies"),
+            format!(
+                "STS accepts at most {} managed session policies",
+                sts::MAX_POLICY_ARNS
+            ),
         );
     }
     let mut out = Vec::with_capacity(arns.len());
@@ -663,13 +679,6 @@ fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-fn is_tag_key(k: &str) -> bool {
-    let n = k.chars().count();
-    (1..=128).contains(&n)
-        && !k.to_ascii_lowercase().starts_with("aws:")
-        && k.chars().all(super::tags::is_tag_char)
-}
-
 fn is_instance_id(s: &str) -> bool {
     s.strip_prefix("i-").is_some_and(|hex| {
         (hex.len() == 8 || hex.len() == 17)
@@ -709,6 +718,3 @@ fn issue(path: &str, message: &str) -> ConfigIssue {
 }
 
 const ARN_PREFIX: &str = "arn:aws:iam::";
-const MAX_SESSION_TAGS: usize = 50;
-const MAX_POLICY_ARNS: usize = 10;
-const MAX_SESSION_POLICY_CHARS: usize = 2048;

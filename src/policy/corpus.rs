@@ -229,11 +229,18 @@ fn check(c: &TestCase, d: &Decision) -> Vec<String> {
         }
     }
     if let Some(sub) = &c.reason
-        && !d.reasons.iter().any(|r| r.contains(sub.as_str()))
+        && !d
+            .reasons
+            .iter()
+            .any(|r| r.to_string().contains(sub.as_str()))
     {
         problems.push(format!(
             "expected a reason containing `{sub}`, got: {}",
-            d.reasons.join("; ")
+            d.reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     problems

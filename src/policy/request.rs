@@ -11,6 +11,7 @@ use std::str::FromStr;
 use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use serde::Serialize;
 
+use super::reason::{PrincipalError, Reason};
 use super::schema::{AttrKind, SchemaInfo};
 use crate::identity::{Attribute, Identity};
 
@@ -73,8 +74,8 @@ pub struct Decision {
     /// Ids of the policies that determined the effect (permits for an allow, forbids for a deny
     /// by policy), sorted.
     pub determining: Vec<String>,
-    /// Sentences a person understands; never empty for a deny.
-    pub reasons: Vec<String>,
+    /// Why, each with a sentence a person understands; never empty for a deny.
+    pub reasons: Vec<Reason>,
 }
 
 /// Allow or deny.
@@ -197,7 +198,7 @@ impl RequestContext {
 
 impl Decision {
     /// A deny for one reason, decided before or outside Cedar.
-    pub(crate) fn deny(reason: String) -> Self {
+    pub(crate) fn deny(reason: Reason) -> Self {
         Self {
             effect: Effect::Deny,
             determining: Vec::new(),
@@ -296,7 +297,7 @@ impl Types {
         &self,
         identity: &Identity,
         schema: &SchemaInfo,
-    ) -> Result<Entity, String> {
+    ) -> Result<Entity, PrincipalError> {
         let uid = EntityUid::from_type_name_and_id(
             self.user.clone(),
             EntityId::new(identity.principal_id()),
@@ -322,19 +323,19 @@ impl Types {
                 Some(v) => {
                     attrs.insert(name.clone(), v);
                 }
-                None if ty.required => {
-                    return Err(format!(
-                        "your identity has no `{name}`, which the policies require"
-                    ));
-                }
+                None if ty.required => return Err(PrincipalError::Missing(name.clone())),
                 None => {}
             }
         }
-        Entity::new(uid, attrs, parents).map_err(|e| e.to_string())
+        Entity::new(uid, attrs, parents).map_err(|e| PrincipalError::Entity(e.to_string()))
     }
 }
 
-fn attribute(name: &str, a: &Attribute, kind: AttrKind) -> Result<RestrictedExpression, String> {
+fn attribute(
+    name: &str,
+    a: &Attribute,
+    kind: AttrKind,
+) -> Result<RestrictedExpression, PrincipalError> {
     match (a, kind) {
         (Attribute::Text(s), AttrKind::String) => Ok(RestrictedExpression::new_string(s.clone())),
         (Attribute::Number(n), AttrKind::Long) => Ok(RestrictedExpression::new_long(*n)),
@@ -344,8 +345,6 @@ fn attribute(name: &str, a: &Attribute, kind: AttrKind) -> Result<RestrictedExpr
         )),
         // SECURITY: a claim of the wrong type denies the request. Dropping it would let a
         // `forbid` that tests the attribute silently stop applying.
-        _ => Err(format!(
-            "your identity attribute `{name}` does not have the type the schema declares"
-        )),
+        _ => Err(PrincipalError::WrongType(name.to_owned())),
     }
 }

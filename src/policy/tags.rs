@@ -99,7 +99,7 @@ impl TagTemplate {
         }
         for p in &parts {
             if let Part::Literal(l) = p
-                && !l.chars().all(is_tag_char)
+                && crate::aws::input::check_tag_value("", l).is_err()
             {
                 return Err(format!(
                     "`{text}` has characters STS does not allow in a tag value"
@@ -126,25 +126,18 @@ impl TagTemplate {
                 Part::Placeholder(p) => out.push_str(&value(tag, p, identity)?),
             }
         }
-        if out.chars().count() > MAX_TAG_VALUE_CHARS {
+        if crate::aws::input::check_tag_value("", &out).is_err() {
             return Err(TagError::InvalidValue {
                 tag: tag.to_owned(),
-                problem: "is longer than the 256 characters STS accepts",
-            });
-        }
-        if !out.chars().all(is_tag_char) {
-            return Err(TagError::InvalidValue {
-                tag: tag.to_owned(),
-                problem: "has characters STS does not allow",
+                problem: if out.chars().count() > MAX_TAG_VALUE_CHARS {
+                    "is longer than the 256 characters STS accepts"
+                } else {
+                    "has characters STS does not allow"
+                },
             });
         }
         Ok(out)
     }
-}
-
-/// Whether STS allows `c` in a tag key or value: letters, digits, spaces and `_.:/=+-@`.
-pub(crate) fn is_tag_char(c: char) -> bool {
-    c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c)
 }
 
 fn value(tag: &str, p: &Placeholder, identity: &Identity) -> Result<String, TagError> {

@@ -146,7 +146,9 @@ fn requires_mfa_forbids_with_its_reason() {
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(d.determining, vec!["catalog.requires_mfa.prod-admin"]);
     assert!(
-        d.reasons[0].starts_with("role `prod-admin` requires MFA"),
+        d.reasons[0]
+            .to_string()
+            .starts_with("role `prod-admin` requires MFA"),
         "{d:?}"
     );
     assert!(assume(&set, &bob, "prod-admin", ctx(true, 900)).is_allowed());
@@ -163,7 +165,10 @@ fn max_auth_age_forbids_stale_logins() {
         context,
     );
     assert_eq!(d.determining, vec!["catalog.max_auth_age.prod-admin"]);
-    assert!(d.reasons[0].contains("within the last 30m"), "{d:?}");
+    assert!(
+        d.reasons[0].to_string().contains("within the last 30m"),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -293,7 +298,7 @@ fn attribute_of_the_wrong_type_denies() {
     );
     let d = assume(&set(), &who, "prod-admin", ctx(true, 900));
     assert_eq!(d.effect, Effect::Deny);
-    assert!(d.reasons[0].contains("`department`"), "{d:?}");
+    assert!(d.reasons[0].to_string().contains("`department`"), "{d:?}");
 }
 
 #[test]
@@ -311,8 +316,13 @@ fn evaluation_errors_deny() {
         ctx(false, 3600),
     );
     assert_eq!(d.effect, Effect::Deny);
-    assert!(d.reasons[0].contains("policy evaluation failed"), "{d:?}");
-    assert!(d.reasons[0].contains("overflow"), "{d:?}");
+    assert!(
+        d.reasons[0]
+            .to_string()
+            .contains("policy evaluation failed"),
+        "{d:?}"
+    );
+    assert!(d.reasons[0].to_string().contains("overflow"), "{d:?}");
 }
 
 #[test]

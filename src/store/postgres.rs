@@ -93,7 +93,7 @@ impl Store for PostgresStore {
         .bind(prev.as_bytes().as_slice())
         .bind(hash.as_bytes().as_slice())
         .bind(event.text())
-        .bind(&ev.event)
+        .bind(ev.event.as_str())
         .bind(ev.time)
         .bind(actor.map(|a| a.issuer.as_str()))
         .bind(actor.map(|a| a.subject.as_str()))

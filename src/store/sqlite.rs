@@ -117,7 +117,7 @@ impl Store for SqliteStore {
         .bind(prev.as_bytes().as_slice())
         .bind(hash.as_bytes().as_slice())
         .bind(event.text())
-        .bind(&ev.event)
+        .bind(ev.event.as_str())
         .bind(event.time_text())
         .bind(actor.map(|a| a.issuer.as_str()))
         .bind(actor.map(|a| a.subject.as_str()))
@@ -260,7 +260,7 @@ mod tests {
         let key = ChainKey::Sha256;
         for n in 0..3 {
             let event = CanonicalEvent::new(AuditEvent {
-                event: "server.started".into(),
+                event: crate::audit::EventKind::ServerStarted,
                 time: chrono::DateTime::from_timestamp(1_800_000_000 + n, 0).unwrap(),
                 actor: None,
                 target: json!(null),
