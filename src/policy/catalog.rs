@@ -718,3 +718,6 @@ fn issue(path: &str, message: &str) -> ConfigIssue {
 }
 
 const ARN_PREFIX: &str = "arn:aws:iam::";
+
+#[cfg(test)]
+mod tests;
