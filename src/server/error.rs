@@ -322,3 +322,6 @@ impl From<AuthError> for ApiError {
         Self::Auth(e)
     }
 }
+
+#[cfg(test)]
+mod tests;
