@@ -107,16 +107,16 @@ impl Broker {
         id: &Identity,
         req: &CredentialsRequest,
         meta: &RequestMeta,
-    ) -> Result<Plan, Refusal> {
+    ) -> Result<Plan, Box<Refusal>> {
         let policy = grant.policy();
         let Some(role) = policy.role(&req.role) else {
             let reasons = vec![Reason::UnknownRole(printable(&req.role))];
-            return Err(Refusal {
+            return Err(Box::new(Refusal {
                 outcome: Outcome::Deny,
                 target: json!({ "role": printable(&req.role) }),
                 details: json!({ "reasons": reasons, "reason": req.reason }),
                 error: BrokerError::Denied { reasons },
-            });
+            }));
         };
         let target = json!({ "role": role.name(), "role_arn": role.arn().to_string() });
         let duration = req.duration_seconds.map_or(role.default_duration(), |s| {
@@ -124,32 +124,34 @@ impl Broker {
         });
         let secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
         if let Err(problem) = check_duration(role, secs) {
-            return Err(Refusal {
+            return Err(Box::new(Refusal {
                 outcome: Outcome::Deny,
                 target,
                 details: json!({ "reasons": [problem.to_string()], "duration_seconds": duration.as_secs() }),
                 error: BrokerError::Duration(problem),
-            });
+            }));
         }
         let decision =
             policy.decide(&self.assume_request(id, role, duration, meta.client_addr.as_deref()));
         if decision.effect == Effect::Deny {
-            return Err(Refusal {
+            return Err(Box::new(Refusal {
                 outcome: Outcome::Deny,
                 target,
                 details: decision_details(&decision, req, duration),
                 error: BrokerError::Denied {
                     reasons: decision.reasons,
                 },
-            });
+            }));
         }
         let input = self
             .assume_role_input(id, role, duration, grant.id())
-            .map_err(|problem| Refusal {
-                outcome: Outcome::Error,
-                target: target.clone(),
-                details: json!({ "grant_id": grant.id(), "error": problem.to_string() }),
-                error: BrokerError::SessionInvalid(problem),
+            .map_err(|problem| {
+                Box::new(Refusal {
+                    outcome: Outcome::Error,
+                    target: target.clone(),
+                    details: json!({ "grant_id": grant.id(), "error": problem.to_string() }),
+                    error: BrokerError::SessionInvalid(problem),
+                })
             })?;
         let mut details = decision_details(&decision, req, duration);
         merge(&mut details, &session_details(input.params(), grant.id()));

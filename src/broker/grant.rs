@@ -144,10 +144,14 @@ impl<'a> Grant<'a> {
     }
 
     /// The decide step's outcome: a refusal is audited (`denied` or `failed`) and answered.
-    pub(super) async fn decide<T>(&self, decided: Result<T, Refusal>) -> Result<T, BrokerError> {
+    pub(super) async fn decide<T>(
+        &self,
+        decided: Result<T, Box<Refusal>>,
+    ) -> Result<T, BrokerError> {
         match decided {
             Ok(plan) => Ok(plan),
-            Err(r) => {
+            Err(refusal) => {
+                let r = *refusal;
                 let kind = match r.outcome {
                     Outcome::Deny => self.events.denied,
                     Outcome::Allow | Outcome::Error => self.events.failed,

@@ -94,9 +94,3 @@ impl Serialize for Reason {
         s.collect_str(self)
     }
 }
-
-impl PartialEq<&str> for Reason {
-    fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
-    }
-}

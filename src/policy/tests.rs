@@ -97,6 +97,10 @@ fn assume(set: &PolicySet, who: &Identity, role: &str, context: RequestContext) 
     })
 }
 
+fn texts(d: &Decision) -> Vec<String> {
+    d.reasons.iter().map(ToString::to_string).collect()
+}
+
 fn check_errors(catalog: &str, policies: &str) -> Vec<String> {
     PolicySet::from_sources(&sources(catalog, policies))
         .unwrap_err()
@@ -117,7 +121,7 @@ fn allow_groups_permits_members() {
     assert_eq!(d.effect, Effect::Allow);
     assert_eq!(d.determining, vec!["catalog.allow_groups.readonly"]);
     assert_eq!(
-        d.reasons,
+        texts(&d),
         vec!["members of `engineering` may assume `readonly`"]
     );
 }
@@ -133,7 +137,7 @@ fn deny_without_permit_says_so() {
     assert_eq!(d.effect, Effect::Deny);
     assert!(d.determining.is_empty());
     assert_eq!(
-        d.reasons,
+        texts(&d),
         vec!["no policy permits you to assume `readonly`"]
     );
 }
@@ -177,7 +181,7 @@ fn forbid_wins_over_permit() {
     let d = assume(&set(), &who, "prod-admin", ctx(true, 900));
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(d.determining, vec!["no-contractors"]);
-    assert_eq!(d.reasons, vec!["contractors may not use `prod-admin`"]);
+    assert_eq!(texts(&d), vec!["contractors may not use `prod-admin`"]);
 }
 
 #[test]
@@ -186,9 +190,9 @@ fn duration_outside_the_role_bounds_is_denied() {
     let alice = person("alice", &["engineering"], None);
     let d = assume(&set, &alice, "readonly", ctx(false, 3601));
     assert_eq!(d.effect, Effect::Deny);
-    assert_eq!(d.reasons, vec!["the maximum duration of `readonly` is 1h"]);
+    assert_eq!(texts(&d), vec!["the maximum duration of `readonly` is 1h"]);
     let d = assume(&set, &alice, "readonly", ctx(false, 899));
-    assert_eq!(d.reasons, vec!["the minimum duration is 15m"]);
+    assert_eq!(texts(&d), vec!["the minimum duration is 15m"]);
     assert!(assume(&set, &alice, "readonly", ctx(false, 900)).is_allowed());
     let role = set.role("readonly").unwrap();
     assert!(check_duration(role, 3600).is_ok());
@@ -207,21 +211,21 @@ fn unknown_role_and_target_are_denied() {
     let alice = person("alice", &["engineering"], None);
     let d = assume(&set, &alice, "root", ctx(false, 3600));
     assert_eq!(d.effect, Effect::Deny);
-    assert_eq!(d.reasons, vec!["unknown role `root`"]);
+    assert_eq!(texts(&d), vec!["unknown role `root`"]);
     let d = set.decide(&AccessRequest {
         identity: &alice,
         action: Action::Ssh,
         resource: Resource::Target("nope".into()),
         context: ctx(false, 0),
     });
-    assert_eq!(d.reasons, vec!["unknown target `nope`"]);
+    assert_eq!(texts(&d), vec!["unknown target `nope`"]);
     let d = set.decide(&AccessRequest {
         identity: &alice,
         action: Action::Ssh,
         resource: Resource::Target("bastion".into()),
         context: ctx(false, 0),
     });
-    assert_eq!(d.reasons, vec!["no policy permits you to ssh to `bastion`"]);
+    assert_eq!(texts(&d), vec!["no policy permits you to ssh to `bastion`"]);
 }
 
 #[test]
