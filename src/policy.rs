@@ -31,12 +31,13 @@ use cedar_policy::{Decision as CedarDecision, Entities};
 use serde::Serialize;
 
 pub use catalog::{
-    Catalog, MAX_DURATION_SECS, MIN_DURATION_SECS, PolicyArn, Role, RoleArn, Target, human_duration,
+    ArnError, Catalog, MAX_DURATION_SECS, MIN_DURATION_SECS, PolicyArn, Role, RoleArn, Target,
+    human_duration,
 };
 pub use corpus::{TestCase, TestFailure, TestReport};
 pub use reason::{PrincipalError, Reason};
 pub use request::{AccessRequest, Action, Decision, Effect, RequestContext, Resource};
-pub use tags::{Placeholder, TagError, TagTemplate};
+pub use tags::{Placeholder, TagError, TagTemplate, TemplateError};
 
 use crate::config::ConfigIssue;
 use crate::identity::Identity;

@@ -45,9 +45,12 @@ pub struct AppState {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The audit chain key or sink could not be set up.
+    /// The audit chain key could not be loaded.
     #[error("audit: {0}")]
-    Audit(String),
+    AuditKey(#[source] crate::audit::KeyError),
+    /// The audit sink could not be opened.
+    #[error("audit: {0}")]
+    AuditSink(#[source] crate::audit::SinkError),
     /// The startup audit record could not be written.
     #[error("the audit log is unavailable: {0}")]
     AuditUnavailable(crate::broker::BrokerError),
@@ -61,7 +64,7 @@ pub enum StartError {
     },
     /// The policy is invalid.
     #[error("policy: {0}")]
-    Policy(String),
+    Policy(#[from] crate::policy::PolicyErrors),
     /// The OIDC key caches could not be prepared.
     #[error("oidc: {0}")]
     Keys(#[from] crate::oidc::keystore::KeyStoreError),
@@ -116,9 +119,7 @@ impl Server {
         };
         let store = crate::store::connect(&config.store.url).await?;
         let key = match &config.audit.hmac_key_file {
-            Some(path) => {
-                ChainKey::from_file(path).map_err(|e| StartError::Audit(e.to_string()))?
-            }
+            Some(path) => ChainKey::from_file(path).map_err(StartError::AuditKey)?,
             None => ChainKey::Sha256,
         };
         let sink_config = match &config.audit.sink {
@@ -127,7 +128,7 @@ impl Server {
         };
         let sink = Sink::open(&sink_config)
             .await
-            .map_err(|e| StartError::Audit(e.to_string()))?;
+            .map_err(StartError::AuditSink)?;
         let auditor = Arc::new(Auditor::new(Arc::clone(&store), key, sink));
         let keys = Arc::new(KeyStore::new(&config.oidc.providers)?);
         keys.load_all().await;
@@ -136,8 +137,7 @@ impl Server {
             Arc::clone(&keys),
             Arc::clone(&clock),
         ));
-        let policy =
-            PolicySet::load(&config.policy.dir).map_err(|e| StartError::Policy(e.to_string()))?;
+        let policy = PolicySet::load(&config.policy.dir)?;
         let aws: Arc<dyn Aws> = if config.aws.dangerous_test_credentials {
             // Loopback endpoints only (checked by config): never probe the real credential chain.
             let dummy = aws_sdk_sts::config::Credentials::new(

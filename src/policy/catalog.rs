@@ -56,6 +56,17 @@ pub struct RoleArn(String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyArn(String);
 
+/// Why a text is not the ARN the catalog expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArnError {
+    /// Not an IAM managed policy ARN.
+    #[error("`{0}` is not a managed policy ARN such as `arn:aws:iam::aws:policy/ReadOnlyAccess`")]
+    Policy(String),
+    /// Not an IAM role ARN.
+    #[error("`{0}` is not a role ARN such as `arn:aws:iam::123456789012:role/Name`")]
+    Role(String),
+}
+
 /// One `[[target]]`: a set of EC2 instances users may reach over SSH.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -223,10 +234,11 @@ impl Role {
 // === impl RoleArn ===
 
 impl RoleArn {
-    /// Parses and validates a role ARN.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad =
-            || format!("`{text}` is not a role ARN such as `arn:aws:iam::123456789012:role/Name`");
+    /// Parses and validates a role ARN (the rules of [`sts::check_role_arn`], in the `aws`
+    /// partition).
+    pub fn parse(text: &str) -> Result<Self, ArnError> {
+        let bad = || ArnError::Role(text.to_owned());
+        sts::check_role_arn(text).map_err(|_| bad())?;
         let rest = text.strip_prefix("arn:aws:iam::").ok_or_else(bad)?;
         let (account, resource) = rest.split_once(':').ok_or_else(bad)?;
         if !is_account_id(account) {
@@ -263,12 +275,8 @@ impl fmt::Display for RoleArn {
 
 impl PolicyArn {
     /// Parses and validates a managed policy ARN.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "`{text}` is not a managed policy ARN such as `arn:aws:iam::aws:policy/ReadOnlyAccess`"
-            )
-        };
+    pub fn parse(text: &str) -> Result<Self, ArnError> {
+        let bad = || ArnError::Policy(text.to_owned());
         let rest = text.strip_prefix("arn:aws:iam::").ok_or_else(bad)?;
         let (account, resource) = rest.split_once(':').ok_or_else(bad)?;
         if account != "aws" && !is_account_id(account) {
@@ -349,8 +357,8 @@ fn parse_role(
     });
     let arn = arn.and_then(|a| match RoleArn::parse(&a) {
         Ok(arn) => Some(arn),
-        Err(m) => {
-            f.error(f.path_of("arn"), m);
+        Err(e) => {
+            f.error(f.path_of("arn"), e.to_string());
             None
         }
     });
@@ -500,7 +508,7 @@ fn parse_tags(
                 }
                 out.push((key, t));
             }
-            Err(m) => f.error(key_path, m),
+            Err(e) => f.error(key_path, e.to_string()),
         }
     }
     out
@@ -566,7 +574,7 @@ fn parse_policy_arns(f: &mut Fields<'_>, arns: Vec<String>) -> Vec<PolicyArn> {
     for (i, a) in arns.iter().enumerate() {
         match PolicyArn::parse(a) {
             Ok(p) => out.push(p),
-            Err(m) => f.error(format!("{path}[{i}]"), m),
+            Err(e) => f.error(format!("{path}[{i}]"), e.to_string()),
         }
     }
     out

@@ -60,11 +60,24 @@ pub enum TagError {
     },
 }
 
+/// Why a text is not a tag template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A brace that does not surround a placeholder name.
+    #[error(
+        "`{0}` is not a template: write `{{name}}` around an attribute name, and no other braces"
+    )]
+    Braces(String),
+    /// Literal text STS would refuse in a tag value.
+    #[error("`{0}` has characters STS does not allow in a tag value")]
+    Characters(String),
+}
+
 // === impl TagTemplate ===
 
 impl TagTemplate {
     /// Parses `text`; `{` and `}` may appear only around a placeholder name.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while !rest.is_empty() {
@@ -83,9 +96,7 @@ impl TagTemplate {
                         .and_then(|t| t.split_once('}'))
                         .filter(|(name, _)| is_placeholder_name(name));
                     let Some((name, after)) = inner else {
-                        return Err(format!(
-                            "`{text}` is not a template: write `{{name}}` around an attribute name, and no other braces"
-                        ));
+                        return Err(TemplateError::Braces(text.to_owned()));
                     };
                     parts.push(Part::Placeholder(match name {
                         "email" => Placeholder::Email,
@@ -101,9 +112,7 @@ impl TagTemplate {
             if let Part::Literal(l) = p
                 && crate::aws::input::check_tag_value("", l).is_err()
             {
-                return Err(format!(
-                    "`{text}` has characters STS does not allow in a tag value"
-                ));
+                return Err(TemplateError::Characters(text.to_owned()));
             }
         }
         Ok(Self { parts })
