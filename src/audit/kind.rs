@@ -93,6 +93,21 @@ mod tests {
     }
 
     #[test]
+    fn a_record_written_with_a_string_event_reads_back_and_hashes_the_same() {
+        // The canonical text of a `credentials.denied` record as written before events were typed.
+        let stored = concat!(
+            r#"{"actor":{"email":null,"groups":[],"issuer":"https://idp","subject":"s"},"#,
+            r#""client_addr":null,"decision":"deny","details":{"reasons":["unknown role `x`"]},"#,
+            r#""event":"credentials.denied","request_id":null,"target":{"role":"x"},"#,
+            r#""time":"2026-11-28T13:48:00.000000Z","user_agent":null}"#
+        );
+        let event: crate::audit::AuditEvent = serde_json::from_str(stored).unwrap();
+        assert_eq!(event.event, EventKind::CredentialsDenied);
+        let again = crate::audit::CanonicalEvent::new(event).unwrap();
+        assert_eq!(again.text(), stored);
+    }
+
+    #[test]
     fn an_unknown_name_does_not_read_as_a_kind() {
         assert!(serde_json::from_str::<EventKind>("\"credentials.Issued\"").is_err());
     }
