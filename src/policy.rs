@@ -173,13 +173,7 @@ impl PolicySet {
                 .map(|(name, _)| name.clone())
                 .collect()
         });
-        let read = |name: &str| {
-            sources
-                .files
-                .get(name)
-                .cloned()
-                .ok_or_else(|| "no such file next to the catalog".to_owned())
-        };
+        let read = |name: &str| sources.files.get(name).cloned();
         let mut catalog_issues = Vec::new();
         let catalog = Catalog::parse(
             &sources.catalog,

@@ -368,3 +368,14 @@ async fn sts_rejecting_the_input_is_not_answered_as_try_again() {
     let events: Vec<String> = records(&store).await.into_iter().map(|(e, _)| e).collect();
     assert_eq!(events, ["credentials.authorized", "credentials.failed"]);
 }
+
+#[tokio::test]
+async fn the_start_record_names_the_policy_digest() {
+    let (broker, _, store) = broker("nothing").await;
+    broker.record_start().await.unwrap();
+    let records = records(&store).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].0, "server.started");
+    assert_eq!(records[0].1["policy_digest"], broker.policy().digest());
+    assert_eq!(broker.policy().digest().len(), 64);
+}

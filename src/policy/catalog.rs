@@ -91,12 +91,12 @@ pub const MAX_DURATION_SECS: u64 = 12 * 3600;
 
 impl Catalog {
     /// Parses catalog text. `read` returns the text of a file next to the catalog (for
-    /// `session_policy`); `attributes` are the identity attributes tag templates may name (`None`
+    /// `session_policy`), `None` when there is none; `attributes` are the identity attributes tag templates may name (`None`
     /// skips that check, when the schema did not load); problems are appended to `issues` with
     /// their key paths.
     pub(crate) fn parse(
         text: &str,
-        read: &dyn Fn(&str) -> Result<String, String>,
+        read: &dyn Fn(&str) -> Option<String>,
         attributes: Option<&HashSet<String>>,
         issues: &mut Vec<ConfigIssue>,
     ) -> Catalog {
@@ -326,7 +326,7 @@ pub(crate) fn is_catalog_name(name: &str) -> bool {
 fn parse_role(
     path: &str,
     table: Table,
-    read: &dyn Fn(&str) -> Result<String, String>,
+    read: &dyn Fn(&str) -> Option<String>,
     attributes: Option<&HashSet<String>>,
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<Role> {
@@ -517,7 +517,7 @@ fn parse_tags(
 fn load_session_policy(
     f: &mut Fields<'_>,
     file: &str,
-    read: &dyn Fn(&str) -> Result<String, String>,
+    read: &dyn Fn(&str) -> Option<String>,
 ) -> Option<String> {
     let path = f.path_of("session_policy");
     // SECURITY: only a plain file name next to the catalog; no paths, no traversal.
@@ -532,12 +532,12 @@ fn load_session_policy(
         );
         return None;
     }
-    let text = match read(file) {
-        Ok(t) => t,
-        Err(e) => {
-            f.error(path, format!("cannot read `{file}`: {e}"));
-            return None;
-        }
+    let Some(text) = read(file) else {
+        f.error(
+            path,
+            format!("cannot read `{file}`: no such file next to the catalog"),
+        );
+        return None;
     };
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(v @ serde_json::Value::Object(_)) => {

@@ -548,3 +548,25 @@ fn shipped_policies_load_and_pass_their_tests() {
     }
     assert!(total >= 20, "only {total} cases");
 }
+
+#[test]
+fn the_digest_covers_every_file_and_not_the_order_they_were_read_in() {
+    let a = sources(CATALOG, POLICIES);
+    let mut b = a.clone();
+    b.policies.insert(0, ("another.cedar".to_owned(), String::new()));
+    let mut c = b.clone();
+    c.policies.reverse();
+    assert_ne!(a.digest(), b.digest());
+    assert_eq!(b.digest(), c.digest());
+    let mut d = a.clone();
+    d.files.insert("s.json".to_owned(), "{}".to_owned());
+    assert_ne!(a.digest(), d.digest());
+    // Moving text from one file to the next changes the digest.
+    let mut e = a.clone();
+    e.catalog.push('#');
+    let mut f = e.clone();
+    f.catalog.pop();
+    f.schema.insert(0, '#');
+    assert_ne!(e.digest(), f.digest());
+    assert_eq!(PolicySet::from_sources(&a).unwrap().digest(), a.digest());
+}

@@ -296,6 +296,36 @@ async fn each_refusal_of_a_grant_has_its_status_and_code() {
     let bad_json = app.credentials(&app.token, json!({"role": 7})).await;
     assert_eq!(code(&bad_json), (StatusCode::BAD_REQUEST, "bad_request"));
 
+    let huge = app
+        .send(
+            Request::post("/v1/credentials")
+                .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(format!(
+                    "{{\"role\":\"{}\"}}",
+                    "r".repeat(70 * 1024)
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        code(&huge),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
+
+    let wrong_method = app
+        .send(
+            Request::get("/v1/credentials")
+                .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        code(&wrong_method),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+
     let nowhere = app
         .send(Request::get("/v1/nowhere").body(Body::empty()).unwrap())
         .await;
