@@ -20,8 +20,8 @@ use crate::aws::{
 };
 use crate::identity::Identity;
 use crate::policy::{
-    AccessRequest, Action, Decision, Effect, Reason, RequestContext, Resource, Role, TagError,
-    check_duration,
+    AccessRequest, Action, Decision, Effect, PolicySet, Reason, RequestContext, Resource, Role,
+    TagError, check_duration,
 };
 
 /// Why the STS session cannot be built from the caller's attributes.
@@ -95,9 +95,10 @@ impl Broker {
         let issued = grant.act(&authorized, self.assume(&plan)).await?;
         let details = issued_details(&issued);
         let issued = grant.record(authorized, issued, details).await?;
-        tracing::info!(grant.id = %plan.grant_id, role.arn = %plan.role_arn,
-            principal.id = %id.principal_id(), "issuing credentials");
-        Ok(plan.answer(issued))
+        let answer = plan.answer(issued);
+        tracing::info!(grant.id = %answer.grant_id, aws.access_key_id = %answer.access_key_id,
+            role.arn = %answer.role_arn, principal.id = %id.principal_id(), "issued credentials");
+        Ok(answer)
     }
 
     /// The decide step: the role, the duration, the policy's decision and the STS input.
@@ -108,31 +109,9 @@ impl Broker {
         req: &CredentialsRequest,
         meta: &RequestMeta,
     ) -> Result<Plan, Box<Refusal>> {
-        let policy = grant.policy();
-        let Some(role) = policy.role(&req.role) else {
-            let reasons = vec![Reason::UnknownRole(printable(&req.role))];
-            return Err(Box::new(Refusal {
-                outcome: Outcome::Deny,
-                target: json!({ "role": printable(&req.role) }),
-                details: json!({ "reasons": reasons, "reason": req.reason }),
-                error: BrokerError::Denied { reasons },
-            }));
-        };
-        let target = json!({ "role": role.name(), "role_arn": role.arn().to_string() });
-        let duration = req.duration_seconds.map_or(role.default_duration(), |s| {
-            Duration::from_secs(u64::from(s))
-        });
-        let secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
-        if let Err(problem) = check_duration(role, secs) {
-            return Err(Box::new(Refusal {
-                outcome: Outcome::Deny,
-                target,
-                details: json!({ "reasons": [problem.to_string()], "duration_seconds": duration.as_secs() }),
-                error: BrokerError::Duration(problem),
-            }));
-        }
-        let decision =
-            policy.decide(&self.assume_request(id, role, duration, meta.client_addr.as_deref()));
+        let (role, duration, target) = role_and_duration(grant.policy(), req)?;
+        let request = self.assume_request(id, role, duration, meta.client_addr.as_deref());
+        let decision = grant.policy().decide(&request);
         if decision.effect == Effect::Deny {
             return Err(Box::new(Refusal {
                 outcome: Outcome::Deny,
@@ -239,6 +218,36 @@ impl Broker {
     }
 }
 
+/// The role asked for and the duration, both checked before any policy is evaluated.
+fn role_and_duration<'p>(
+    policy: &'p PolicySet,
+    req: &CredentialsRequest,
+) -> Result<(&'p Role, Duration, Value), Box<Refusal>> {
+    let Some(role) = policy.role(&req.role) else {
+        let reasons = vec![Reason::UnknownRole(printable(&req.role))];
+        return Err(Box::new(Refusal {
+            outcome: Outcome::Deny,
+            target: json!({ "role": printable(&req.role) }),
+            details: json!({ "reasons": reasons, "reason": req.reason }),
+            error: BrokerError::Denied { reasons },
+        }));
+    };
+    let target = json!({ "role": role.name(), "role_arn": role.arn().to_string() });
+    let duration = req.duration_seconds.map_or(role.default_duration(), |s| {
+        Duration::from_secs(u64::from(s))
+    });
+    let secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+    if let Err(problem) = check_duration(role, secs) {
+        return Err(Box::new(Refusal {
+            outcome: Outcome::Deny,
+            target,
+            details: json!({ "reasons": [problem.to_string()], "duration_seconds": duration.as_secs() }),
+            error: BrokerError::Duration(problem),
+        }));
+    }
+    Ok((role, duration, target))
+}
+
 fn decision_details(decision: &Decision, req: &CredentialsRequest, duration: Duration) -> Value {
     json!({
         "determining_policies": decision.determining,
@@ -261,8 +270,6 @@ impl Plan {
     /// The answer step: the credentials, once their record is durable.
     fn answer(self, issued: Recorded<IssuedCredentials>) -> CredentialsResponse {
         let issued = issued.into_inner();
-        tracing::info!(grant.id = %self.grant_id, aws.access_key_id = %issued.access_key_id,
-            "issued credentials");
         let params = self.input.params();
         CredentialsResponse {
             expiration: rfc3339(&issued),

@@ -553,7 +553,8 @@ fn shipped_policies_load_and_pass_their_tests() {
 fn the_digest_covers_every_file_and_not_the_order_they_were_read_in() {
     let a = sources(CATALOG, POLICIES);
     let mut b = a.clone();
-    b.policies.insert(0, ("another.cedar".to_owned(), String::new()));
+    b.policies
+        .insert(0, ("another.cedar".to_owned(), String::new()));
     let mut c = b.clone();
     c.policies.reverse();
     assert_ne!(a.digest(), b.digest());
