@@ -36,7 +36,9 @@ pub use catalog::{
 };
 pub use corpus::{TestCase, TestFailure, TestReport};
 pub use reason::{PrincipalError, Reason};
-pub use request::{AccessRequest, Action, Decision, Effect, RequestContext, Resource};
+pub use request::{
+    AccessRequest, Action, Decision, Effect, RequestContext, Resource, UnknownAction,
+};
 pub use tags::{Placeholder, TagError, TagTemplate, TemplateError};
 
 use crate::config::ConfigIssue;
@@ -148,7 +150,7 @@ impl PolicySet {
     /// Parses and validates a policy set from its texts.
     pub fn from_sources(sources: &Sources) -> Result<Self, PolicyErrors> {
         let mut issues = Vec::new();
-        let types = Types::new().map_err(|e| PolicyErrors::one(SCHEMA_FILE, e))?;
+        let types = Types::new().map_err(|e| PolicyErrors::one(SCHEMA_FILE, e.to_string()))?;
         let schema = match SchemaInfo::parse(&sources.schema) {
             Ok(s) => Some(s),
             Err(problems) => {
@@ -344,7 +346,7 @@ impl PolicySet {
         let built = Entities::from_entities(entities, Some(&self.schema.schema))
             .map_err(|e| e.to_string())
             .and_then(|entities| {
-                let context = request.context.to_cedar()?;
+                let context = request.context.to_cedar().map_err(|e| e.to_string())?;
                 cedar_policy::Request::new(
                     principal_uid,
                     self.types.action(request.action).clone(),

@@ -134,17 +134,20 @@ impl fmt::Display for Action {
 }
 
 impl FromStr for Action {
-    type Err = String;
+    type Err = UnknownAction;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Action::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown action `{s}`: use assume, ssh, request, approve or read_audit")
-            })
+            .ok_or_else(|| UnknownAction(s.to_owned()))
     }
 }
+
+/// A text that names no [`Action`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action `{0}`: use assume, ssh, request, approve or read_audit")]
+pub struct UnknownAction(pub String);
 
 // === impl Resource ===
 
@@ -172,7 +175,7 @@ impl RequestContext {
         }
     }
 
-    pub(crate) fn to_cedar(self) -> Result<Context, String> {
+    pub(crate) fn to_cedar(self) -> Result<Context, Box<cedar_policy::ContextCreationError>> {
         let mut pairs = vec![
             ("mfa".to_owned(), RestrictedExpression::new_bool(self.mfa)),
             (
@@ -190,7 +193,7 @@ impl RequestContext {
                 RestrictedExpression::new_ip(ip.to_string()),
             ));
         }
-        Context::from_pairs(pairs).map_err(|e| e.to_string())
+        Context::from_pairs(pairs).map_err(Box::new)
     }
 }
 
@@ -262,8 +265,8 @@ impl<T> PerAction<T> {
 }
 
 impl Types {
-    pub(crate) fn new() -> Result<Self, String> {
-        let name = |n: &str| EntityTypeName::from_str(n).map_err(|e| e.to_string());
+    pub(crate) fn new() -> Result<Self, Box<cedar_policy::ParseErrors>> {
+        let name = |n: &str| EntityTypeName::from_str(n).map_err(Box::new);
         let action_type = name("Latchkey::Action")?;
         let action = |a: Action| {
             EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(a.as_str()))
