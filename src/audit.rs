@@ -7,6 +7,7 @@
 //! - [`canonical`]: the canonical JSON form that is hashed (pure);
 //! - [`chain`]: the chain hash and the link formula (pure);
 //! - [`key`]: the chain key (plain SHA-256 or HMAC-SHA-256), its public id, loading it from a file;
+//! - [`kind`]: the closed list of event names ([`EventKind`]);
 //! - [`verify`]: walking stored records and naming the first broken link (pure);
 //! - [`anchor`]: hashes known from outside the store (the sink stream, a head) to check it against
 //!   (pure);
@@ -28,6 +29,7 @@ pub mod auditor;
 pub mod canonical;
 pub mod chain;
 pub mod key;
+pub mod kind;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod port;
@@ -45,6 +47,7 @@ pub use self::auditor::{
 pub use self::canonical::CanonicalError;
 pub use self::chain::{CanonicalEvent, ChainHash};
 pub use self::key::{ChainKey, ChainParams, HashMode, KeyError, KeyId};
+pub use self::kind::EventKind;
 pub use self::port::{ChainStore, ChainStoreError};
 pub use self::sink::{Sink, SinkConfig, SinkError, SinkTail};
 pub use self::verify::{BreakReason, Verification, Verifier};
@@ -82,8 +85,8 @@ pub enum Outcome {
 /// event is canonicalized (see [`CanonicalEvent::new`]).
 #[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 pub struct AuditEvent {
-    /// The dotted event name, such as `credentials.authorized` or `credentials.issued`.
-    pub event: String,
+    /// What happened; serialized as its dotted name, such as `credentials.issued`.
+    pub event: EventKind,
     /// When it happened, read by the caller from its clock.
     #[serde(with = "chain::time_format")]
     pub time: DateTime<Utc>,
@@ -157,10 +160,7 @@ pub struct ChainHead {
 
 /// `true` for the event a server writes when it starts, which declares the chain's parameters.
 ///
-/// The one place that names the event as text, so a typed event kind changes one line.
+/// Stored records keep the event name as text; this compares it with the typed kind.
 pub(crate) fn is_server_started(event: &str) -> bool {
-    event == SERVER_STARTED
+    event == EventKind::ServerStarted.as_str()
 }
-
-/// The name of the event a server writes when it starts.
-const SERVER_STARTED: &str = "server.started";

@@ -17,7 +17,9 @@ pub mod sts;
 
 use std::fmt;
 
-pub use self::input::{AssumeRoleInput, AssumeRoleParams, InputError, SessionTag};
+pub use self::input::{
+    AssumeRoleInput, AssumeRoleParams, GRANT_TAG, InputError, RESERVED_TAG_KEYS, SessionTag,
+};
 pub use self::names::{SessionName, SourceIdentity};
 pub use self::sts::StsAws;
 

@@ -6,6 +6,8 @@
 //! audits first through a [`Recorder`], and fails closed when the audit cannot be written.
 
 mod credentials;
+mod grant;
+mod limit;
 mod reload;
 
 use std::sync::{Arc, RwLock};
@@ -14,14 +16,17 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
 use crate::api::{WellKnown, WellKnownIssuer, WhoAmI};
-use crate::audit::{Actor, AuditEvent, Recorder};
+use crate::audit::{Actor, AuditEvent, EventKind, Recorder};
 use crate::aws::Aws;
+pub use crate::aws::GRANT_TAG;
 use crate::clock::SharedClock;
 use crate::config::{ProviderConfig, TokenKind};
 use crate::identity::Identity;
-use crate::policy::PolicySet;
+use crate::policy::{DurationError, PolicySet, Reason};
 use crate::store::Store;
-pub use credentials::GRANT_TAG;
+pub use credentials::SessionError;
+pub use grant::{MAX_REASON_BYTES, ReasonError, check_reason};
+pub use limit::{Admission, RateLimiter};
 pub use reload::ReloadOutcome;
 
 /// Why a use case could not be carried out.
@@ -33,18 +38,30 @@ pub enum BrokerError {
     /// The policy denied the request.
     #[error("denied")]
     Denied {
-        /// Why, for a person.
-        reasons: Vec<String>,
+        /// Why.
+        reasons: Vec<Reason>,
     },
     /// The requested duration is outside what the role allows.
-    #[error("{0}")]
-    Duration(String),
+    #[error(transparent)]
+    Duration(DurationError),
+    /// The principal asked too often; nothing was decided.
+    #[error("too many requests; retry in {retry_after_secs}s")]
+    RateLimited {
+        /// Whole seconds until the next request may pass.
+        retry_after_secs: u64,
+    },
+    /// The request's `reason` is too long or not printable; nothing was decided.
+    #[error(transparent)]
+    ReasonInvalid(ReasonError),
     /// The session could not be built from the caller's attributes (a tag would be invalid).
-    #[error("{0}")]
-    SessionInvalid(String),
+    #[error(transparent)]
+    SessionInvalid(SessionError),
     /// STS refused the broker.
     #[error("sts refused the request")]
     StsAccessDenied,
+    /// STS rejected the request as invalid: retrying the same request cannot succeed.
+    #[error("sts rejected the request as invalid")]
+    StsRejected,
     /// STS did not answer in time, throttled, or failed.
     #[error("sts is unavailable")]
     StsUnavailable,
@@ -78,6 +95,7 @@ pub struct Broker {
     aws: Arc<dyn Aws>,
     policy: RwLock<Arc<PolicySet>>,
     clock: SharedClock,
+    limiter: RateLimiter,
 }
 
 /// The ports a [`Broker`] is built from.
@@ -94,6 +112,8 @@ pub struct Ports {
     pub policy: PolicySet,
     /// Time.
     pub clock: SharedClock,
+    /// Grant requests one principal may make per minute (`[server] grants_per_minute`).
+    pub grants_per_minute: u32,
 }
 
 impl Broker {
@@ -106,6 +126,7 @@ impl Broker {
             aws: ports.aws,
             policy: RwLock::new(Arc::new(ports.policy)),
             clock: ports.clock,
+            limiter: RateLimiter::new(ports.grants_per_minute),
         }
     }
 
@@ -170,7 +191,7 @@ impl Broker {
     pub async fn record_start(&self) -> Result<(), BrokerError> {
         let issuers: Vec<&str> = self.providers.iter().map(|p| p.issuer.as_str()).collect();
         let event = AuditEvent {
-            event: "server.started".into(),
+            event: EventKind::ServerStarted,
             time: self.clock.now(),
             actor: None,
             target: serde_json::Value::Null,
@@ -179,6 +200,7 @@ impl Broker {
                 "version": env!("CARGO_PKG_VERSION"),
                 "issuers": issuers,
                 "chain": self.auditor.params(),
+                "policy_digest": self.policy().digest(),
             }),
             client_addr: None,
             user_agent: None,
@@ -189,7 +211,7 @@ impl Broker {
 
     /// Appends one audit record durably; any failure is [`BrokerError::AuditUnavailable`].
     async fn audit(&self, event: AuditEvent) -> Result<(), BrokerError> {
-        let name = event.event.clone();
+        let name = event.event;
         self.auditor.append(event).await.map(|_| ()).map_err(|e| {
             tracing::error!(audit.event = %name, error = %e, "cannot write the audit record");
             BrokerError::AuditUnavailable

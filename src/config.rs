@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
     pub shutdown_grace: Duration,
+    /// Grant requests (allowed or denied) one principal may make per minute.
+    pub grants_per_minute: u32,
 }
 
 /// PEM files for TLS.
@@ -328,6 +330,7 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
     let max_connections: Option<usize> = f.optional("max_connections");
     let max_per_ip: Option<usize> = f.optional("max_connections_per_ip");
     let max_concurrent: Option<usize> = f.optional("max_concurrent_requests");
+    let grants_per_minute: Option<usize> = f.optional("grants_per_minute");
     let shutdown_grace = f.optional::<ConfigDuration>("shutdown_grace");
 
     let listen = match listen
@@ -413,6 +416,7 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
     };
     let header_read_timeout = nonzero(&mut f, "header_read_timeout", header_read_timeout, 10);
     let idle_timeout = nonzero(&mut f, "idle_timeout", idle_timeout, 60);
+    let grants_per_minute = positive(&mut f, "grants_per_minute", grants_per_minute, 60);
     f.finish();
     let listen = listen?;
     if !plain && tls.is_none() {
@@ -428,6 +432,7 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
         max_connections_per_ip,
         max_concurrent_requests,
         shutdown_grace: shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+        grants_per_minute: u32::try_from(grants_per_minute).unwrap_or(u32::MAX),
     })
 }
 

@@ -18,6 +18,7 @@
 mod catalog;
 pub mod corpus;
 mod engine;
+mod reason;
 mod request;
 mod schema;
 mod tags;
@@ -30,11 +31,15 @@ use cedar_policy::{Decision as CedarDecision, Entities};
 use serde::Serialize;
 
 pub use catalog::{
-    Catalog, MAX_DURATION_SECS, MIN_DURATION_SECS, PolicyArn, Role, RoleArn, Target, human_duration,
+    ArnError, Catalog, MAX_DURATION_SECS, MIN_DURATION_SECS, PolicyArn, Role, RoleArn, Target,
+    human_duration,
 };
 pub use corpus::{TestCase, TestFailure, TestReport};
-pub use request::{AccessRequest, Action, Decision, Effect, RequestContext, Resource};
-pub use tags::{Placeholder, TagError, TagTemplate};
+pub use reason::{PrincipalError, Reason};
+pub use request::{
+    AccessRequest, Action, Decision, Effect, RequestContext, Resource, UnknownAction,
+};
+pub use tags::{Placeholder, TagError, TagTemplate, TemplateError};
 
 use crate::config::ConfigIssue;
 use crate::identity::Identity;
@@ -52,6 +57,7 @@ pub struct PolicySet {
     types: Types,
     engine: Engine,
     resource_entities: HashMap<cedar_policy::EntityUid, cedar_policy::Entity>,
+    digest: String,
 }
 
 /// The texts a policy set is made from, as [`PolicySet::load`] reads them.
@@ -144,7 +150,7 @@ impl PolicySet {
     /// Parses and validates a policy set from its texts.
     pub fn from_sources(sources: &Sources) -> Result<Self, PolicyErrors> {
         let mut issues = Vec::new();
-        let types = Types::new().map_err(|e| PolicyErrors::one(SCHEMA_FILE, e))?;
+        let types = Types::new().map_err(|e| PolicyErrors::one(SCHEMA_FILE, e.to_string()))?;
         let schema = match SchemaInfo::parse(&sources.schema) {
             Ok(s) => Some(s),
             Err(problems) => {
@@ -169,13 +175,7 @@ impl PolicySet {
                 .map(|(name, _)| name.clone())
                 .collect()
         });
-        let read = |name: &str| {
-            sources
-                .files
-                .get(name)
-                .cloned()
-                .ok_or_else(|| "no such file next to the catalog".to_owned())
-        };
+        let read = |name: &str| sources.files.get(name).cloned();
         let mut catalog_issues = Vec::new();
         let catalog = Catalog::parse(
             &sources.catalog,
@@ -214,6 +214,7 @@ impl PolicySet {
                 types,
                 engine,
                 resource_entities,
+                digest: sources.digest(),
             }),
             _ => Err(PolicyErrors { issues }),
         }
@@ -229,28 +230,35 @@ impl PolicySet {
             (Resource::Role(_), _) => Ok(()),
         };
         if let Err(what) = applies {
-            return Decision::deny(format!(
-                "the action `{}` does not apply to {what} such as `{name}`",
-                request.action
-            ));
+            return Decision::deny(Reason::ActionDoesNotApply {
+                action: request.action,
+                kind: what,
+                resource: name.to_owned(),
+            });
         }
         match &request.resource {
             Resource::Role(n) => match self.role(n) {
-                None => return Decision::deny(format!("unknown role `{n}`")),
+                None => return Decision::deny(Reason::UnknownRole(n.clone())),
                 Some(role) if request.action == Action::Assume => {
                     if let Err(e) = check_duration(role, request.context.duration_secs) {
-                        return Decision::deny(e.to_string());
+                        return Decision::deny(Reason::Duration(e));
                     }
                 }
                 Some(_) => {}
             },
             Resource::Target(n) => {
                 if !self.targets_by_name.contains_key(n) {
-                    return Decision::deny(format!("unknown target `{n}`"));
+                    return Decision::deny(Reason::UnknownTarget(n.clone()));
                 }
             }
         }
         self.evaluate(request)
+    }
+
+    /// SHA-256 of every file the set was made from (see [`Sources::digest`]), as lowercase hex.
+    /// Audit records name it, so each decision can be tied to the exact policy that made it.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// Roles, in catalog order.
@@ -328,7 +336,7 @@ impl PolicySet {
         let resource = self.types.resource(&request.resource);
         let principal = match self.types.principal(request.identity, &self.schema) {
             Ok(p) => p,
-            Err(e) => return Decision::deny(e),
+            Err(e) => return Decision::deny(Reason::Identity(e)),
         };
         let principal_uid = principal.uid();
         let mut entities = vec![principal];
@@ -338,7 +346,7 @@ impl PolicySet {
         let built = Entities::from_entities(entities, Some(&self.schema.schema))
             .map_err(|e| e.to_string())
             .and_then(|entities| {
-                let context = request.context.to_cedar()?;
+                let context = request.context.to_cedar().map_err(|e| e.to_string())?;
                 cedar_policy::Request::new(
                     principal_uid,
                     self.types.action(request.action).clone(),
@@ -352,7 +360,7 @@ impl PolicySet {
         let (cedar_request, entities) = match built {
             Ok(b) => b,
             // Fail closed: a request Cedar cannot even represent is denied.
-            Err(e) => return Decision::deny(format!("the request could not be evaluated: {e}")),
+            Err(e) => return Decision::deny(Reason::Unevaluable(e)),
         };
         let response = self
             .engine
@@ -372,12 +380,14 @@ impl PolicySet {
             .errors()
             .map(|e| e.to_string())
             .collect();
-        let annotated = |ids: &[String]| -> Vec<String> {
+        let annotated = |ids: &[String]| -> Vec<Reason> {
             ids.iter()
-                .map(|id| {
-                    self.engine
+                .map(|id| Reason::Policy {
+                    id: id.clone(),
+                    text: self
+                        .engine
                         .reason(&cedar_policy::PolicyId::new(id))
-                        .map_or_else(|| format!("denied by policy `{id}`"), str::to_owned)
+                        .map(str::to_owned),
                 })
                 .collect()
         };
@@ -387,10 +397,7 @@ impl PolicySet {
             return Decision {
                 effect: Effect::Deny,
                 determining: Vec::new(),
-                reasons: errors
-                    .into_iter()
-                    .map(|e| format!("policy evaluation failed, so access is denied: {e}"))
-                    .collect(),
+                reasons: errors.into_iter().map(Reason::EvaluationFailed).collect(),
             };
         }
         match response.decision() {
@@ -398,14 +405,21 @@ impl PolicySet {
                 effect: Effect::Allow,
                 reasons: determining
                     .iter()
-                    .filter_map(|id| self.engine.reason(&cedar_policy::PolicyId::new(id)))
-                    .map(str::to_owned)
+                    .filter_map(|id| {
+                        self.engine
+                            .reason(&cedar_policy::PolicyId::new(id))
+                            .map(|text| Reason::Policy {
+                                id: id.clone(),
+                                text: Some(text.to_owned()),
+                            })
+                    })
                     .collect(),
                 determining,
             },
-            CedarDecision::Deny if determining.is_empty() => {
-                Decision::deny(request.action.no_permit(request.resource.name()))
-            }
+            CedarDecision::Deny if determining.is_empty() => Decision::deny(Reason::NoPermit {
+                action: request.action,
+                resource: request.resource.name().to_owned(),
+            }),
             CedarDecision::Deny => Decision {
                 effect: Effect::Deny,
                 reasons: annotated(&determining),
@@ -483,6 +497,35 @@ fn issue(path: &str, message: String) -> ConfigIssue {
     ConfigIssue {
         path: path.to_owned(),
         message,
+    }
+}
+
+// === impl Sources ===
+
+impl Sources {
+    /// SHA-256 over every file in a canonical order: the catalog, the schema, each policy by
+    /// name, each other file by name. Each file enters as its name and its length (8 bytes, big
+    /// endian) before its bytes, so no two different sets of files hash alike by shifting text
+    /// from one file into the next.
+    pub fn digest(&self) -> String {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut add = |name: &str, text: &str| {
+            for part in [name.as_bytes(), text.as_bytes()] {
+                ctx.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+                ctx.update(part);
+            }
+        };
+        add(CATALOG_FILE, &self.catalog);
+        add(SCHEMA_FILE, &self.schema);
+        let mut policies: Vec<&(String, String)> = self.policies.iter().collect();
+        policies.sort();
+        for (name, text) in policies {
+            add(name, text);
+        }
+        for (name, text) in &self.files {
+            add(name, text);
+        }
+        hex::encode(ctx.finish().as_ref())
     }
 }
 

@@ -45,9 +45,15 @@ pub struct AppState {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The audit chain key or sink could not be set up.
+    /// The audit chain key could not be loaded.
     #[error("audit: {0}")]
-    Audit(String),
+    AuditKey(#[source] crate::audit::KeyError),
+    /// The audit sink could not be opened.
+    #[error("audit: {0}")]
+    AuditSink(#[source] crate::audit::SinkError),
+    /// The store's chain is behind, or differs from, what the sink file already holds.
+    #[error("audit: {0}")]
+    AuditContinuity(#[source] crate::audit::ContinuityError),
     /// The startup audit record could not be written.
     #[error("the audit log is unavailable: {0}")]
     AuditUnavailable(crate::broker::BrokerError),
@@ -61,7 +67,7 @@ pub enum StartError {
     },
     /// The policy is invalid.
     #[error("policy: {0}")]
-    Policy(String),
+    Policy(#[from] crate::policy::PolicyErrors),
     /// The OIDC key caches could not be prepared.
     #[error("oidc: {0}")]
     Keys(#[from] crate::oidc::keystore::KeyStoreError),
@@ -116,9 +122,7 @@ impl Server {
         };
         let store = crate::store::connect(&config.store.url).await?;
         let key = match &config.audit.hmac_key_file {
-            Some(path) => {
-                ChainKey::from_file(path).map_err(|e| StartError::Audit(e.to_string()))?
-            }
+            Some(path) => ChainKey::from_file(path).map_err(StartError::AuditKey)?,
             None => ChainKey::Sha256,
         };
         let sink_config = match &config.audit.sink {
@@ -129,11 +133,11 @@ impl Server {
             // SECURITY: a store rewound below what the file already holds must not be appended to.
             check_sink_continuity(store.as_ref(), path)
                 .await
-                .map_err(|e| StartError::Audit(e.to_string()))?;
+                .map_err(StartError::AuditContinuity)?;
         }
         let sink = Sink::open(&sink_config)
             .await
-            .map_err(|e| StartError::Audit(e.to_string()))?;
+            .map_err(StartError::AuditSink)?;
         let chain: Arc<dyn ChainStore> = Arc::clone(&store) as _;
         let auditor = Arc::new(Auditor::new(chain, key, sink));
         let keys = Arc::new(KeyStore::new(&config.oidc.providers)?);
@@ -143,8 +147,7 @@ impl Server {
             Arc::clone(&keys),
             Arc::clone(&clock),
         ));
-        let policy =
-            PolicySet::load(&config.policy.dir).map_err(|e| StartError::Policy(e.to_string()))?;
+        let policy = PolicySet::load(&config.policy.dir)?;
         let aws: Arc<dyn Aws> = if config.aws.dangerous_test_credentials {
             // Loopback endpoints only (checked by config): never probe the real credential chain.
             let dummy = aws_sdk_sts::config::Credentials::new(
@@ -165,6 +168,7 @@ impl Server {
             aws,
             policy,
             clock,
+            grants_per_minute: config.server.grants_per_minute,
         }));
         broker
             .record_start()

@@ -213,7 +213,7 @@ mod tests {
 
     fn sample() -> AuditEvent {
         AuditEvent {
-            event: "credentials.issued".into(),
+            event: crate::audit::EventKind::CredentialsIssued,
             time: Utc.with_ymd_and_hms(2026, 11, 28, 13, 48, 0).unwrap()
                 + chrono::TimeDelta::nanoseconds(123_456_789),
             actor: Some(Actor {

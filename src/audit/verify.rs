@@ -369,7 +369,7 @@ mod tests {
         let mut out = Vec::new();
         for seq in 1..=n {
             let event = CanonicalEvent::new(AuditEvent {
-                event: "test.event".into(),
+                event: crate::audit::EventKind::ServerStarted,
                 time: Utc.timestamp_opt(1_800_000_000 + seq, 0).unwrap(),
                 actor: (seq % 2 == 0).then(|| Actor {
                     issuer: "https://idp".into(),
@@ -392,7 +392,7 @@ mod tests {
                 prev_hash: prev.as_bytes().to_vec(),
                 hash: hash.as_bytes().to_vec(),
                 canonical: event.text().to_owned(),
-                event: event.event().event.clone(),
+                event: event.event().event.to_string(),
                 time: event.time_text(),
                 actor_issuer: actor.map(|a| a.issuer.clone()),
                 actor_subject: actor.map(|a| a.subject.clone()),
@@ -441,7 +441,7 @@ mod tests {
         let (records, head) = chain(&key, 6);
         let damage: Vec<Damage> = vec![
             (
-                |r| r[2].canonical = r[2].canonical.replace("test.event", "test.evenT"),
+                |r| r[2].canonical = r[2].canonical.replace("server.started", "server.starteD"),
                 3,
                 BreakReason::HashMismatch,
             ),

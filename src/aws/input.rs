@@ -1,6 +1,10 @@
 //! [`AssumeRoleInput`]: `AssumeRole` parameters checked against every limit STS documents, before
 //! any request is made. Pure: no I/O.
 //!
+//! This is the one home of STS's rules: the role catalog calls the same `check_*` functions when
+//! it loads (counting the [`RESERVED_TAG_KEYS`] the broker adds), so a catalog that loads never
+//! fails at grant time for a rule written here.
+//!
 //! SECURITY: nothing is dropped or shortened to make an input fit. A tag that breaks a rule fails
 //! the whole grant with an error naming the field, because a silently missing tag can widen what
 //! an attribute-based policy allows.
@@ -86,6 +90,14 @@ impl AssumeRoleInput {
     }
 }
 
+/// The session tag that names the grant in CloudTrail; the broker adds it to every session.
+pub const GRANT_TAG: &str = "latchkey-grant";
+
+/// Session tag keys the broker sets itself (today [`GRANT_TAG`]; the others are kept free for
+/// the request and ticket of break-glass grants). A catalog may not use them, and its tag count
+/// leaves room for all of them.
+pub const RESERVED_TAG_KEYS: [&str; 3] = [GRANT_TAG, "latchkey-request", "latchkey-ticket"];
+
 /// A parameter STS would refuse. The message names the field and the rule; it quotes at most the
 /// offending character, never a whole value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,9 +119,19 @@ impl InputError {
     pub fn field(&self) -> &str {
         &self.field
     }
+
+    /// What is wrong with it, without the field's name.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
 }
 
-fn check_role_arn(arn: &str) -> Result<(), InputError> {
+/// Checks a role ARN: an IAM `role/` ARN in a 12-digit account.
+///
+/// # Errors
+///
+/// The rule broken, naming `role_arn`.
+pub fn check_role_arn(arn: &str) -> Result<(), InputError> {
     const FIELD: &str = "role_arn";
     check_len(FIELD, arn, ARN_LEN)?;
     let (account, resource) =
@@ -123,7 +145,12 @@ fn check_role_arn(arn: &str) -> Result<(), InputError> {
     check_iam_path_and_name(FIELD, name)
 }
 
-fn check_duration(secs: u32) -> Result<(), InputError> {
+/// Checks `DurationSeconds`: 900..=43200.
+///
+/// # Errors
+///
+/// The rule broken, naming `duration_secs`.
+pub fn check_duration(secs: u32) -> Result<(), InputError> {
     if DURATION_SECS.contains(&secs) {
         Ok(())
     } else {
@@ -135,32 +162,18 @@ fn check_duration(secs: u32) -> Result<(), InputError> {
 }
 
 fn check_tags(tags: &[SessionTag], transitive: &[String]) -> Result<(), InputError> {
-    if tags.len() > MAX_TAGS {
-        return Err(InputError::new(
-            "tags",
-            format!("{} tags, at most {MAX_TAGS} allowed", tags.len()),
-        ));
-    }
+    check_tag_count("tags", tags.len())?;
     let mut seen = HashSet::new();
     for (i, tag) in tags.iter().enumerate() {
         let field = format!("tags[{i}].key");
-        check_len(&field, &tag.key, TAG_KEY_LEN)?;
-        check_tag_chars(&field, &tag.key)?;
-        if tag.key.to_lowercase().starts_with("aws:") {
-            return Err(InputError::new(
-                field,
-                "starts with the reserved prefix `aws:`",
-            ));
-        }
+        check_tag_key(&field, &tag.key)?;
         if !seen.insert(tag.key.to_lowercase()) {
             return Err(InputError::new(
                 field,
                 "repeats another key (keys ignore case)",
             ));
         }
-        let field = format!("tags[{i}].value");
-        check_len(&field, &tag.value, TAG_VALUE_LEN)?;
-        check_tag_chars(&field, &tag.value)?;
+        check_tag_value(&format!("tags[{i}].value"), &tag.value)?;
     }
     let mut seen_transitive = HashSet::new();
     for (i, key) in transitive.iter().enumerate() {
@@ -176,7 +189,54 @@ fn check_tags(tags: &[SessionTag], transitive: &[String]) -> Result<(), InputErr
     Ok(())
 }
 
-fn check_session_policy(policy: &str) -> Result<(), InputError> {
+/// Checks a number of session tags: at most [`MAX_TAGS`].
+///
+/// # Errors
+///
+/// The rule broken, naming `field`.
+pub fn check_tag_count(field: &str, count: usize) -> Result<(), InputError> {
+    if count > MAX_TAGS {
+        return Err(InputError::new(
+            field,
+            format!("{count} tags, at most {MAX_TAGS} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a session tag key: 1..=128 characters of STS's tag pattern, not starting with `aws:`.
+///
+/// # Errors
+///
+/// The rule broken, naming `field`.
+pub fn check_tag_key(field: &str, key: &str) -> Result<(), InputError> {
+    check_len(field, key, TAG_KEY_LEN)?;
+    check_tag_chars(field, key)?;
+    if key.to_lowercase().starts_with("aws:") {
+        return Err(InputError::new(
+            field,
+            "starts with the reserved prefix `aws:`",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a session tag value: 0..=256 characters of STS's tag pattern.
+///
+/// # Errors
+///
+/// The rule broken, naming `field`.
+pub fn check_tag_value(field: &str, value: &str) -> Result<(), InputError> {
+    check_len(field, value, TAG_VALUE_LEN)?;
+    check_tag_chars(field, value)
+}
+
+/// Checks an inline session policy: a JSON object of at most [`MAX_POLICY_BYTES`] bytes.
+///
+/// # Errors
+///
+/// The rule broken, naming `session_policy`.
+pub fn check_session_policy(policy: &str) -> Result<(), InputError> {
     const FIELD: &str = "session_policy";
     if policy.len() > MAX_POLICY_BYTES {
         return Err(InputError::new(
@@ -194,7 +254,12 @@ fn check_session_policy(policy: &str) -> Result<(), InputError> {
     }
 }
 
-fn check_policy_arns(arns: &[String]) -> Result<(), InputError> {
+/// Checks managed session policy ARNs: at most [`MAX_POLICY_ARNS`] IAM `policy/` ARNs.
+///
+/// # Errors
+///
+/// The first rule broken, naming `policy_arns` or `policy_arns[i]`.
+pub fn check_policy_arns(arns: &[String]) -> Result<(), InputError> {
     if arns.len() > MAX_POLICY_ARNS {
         return Err(InputError::new(
             "policy_arns",
@@ -214,7 +279,12 @@ fn check_policy_arns(arns: &[String]) -> Result<(), InputError> {
     Ok(())
 }
 
-fn check_external_id(external_id: &str) -> Result<(), InputError> {
+/// Checks an `ExternalId`: 2..=1224 characters of `[\w+=,.@:/-]`.
+///
+/// # Errors
+///
+/// The rule broken, naming `external_id`.
+pub fn check_external_id(external_id: &str) -> Result<(), InputError> {
     const FIELD: &str = "external_id";
     check_len(FIELD, external_id, EXTERNAL_ID_LEN)?;
     match external_id
@@ -315,9 +385,13 @@ fn quoted(c: char) -> String {
 const ARN_LEN: std::ops::RangeInclusive<usize> = 20..=2048;
 const DURATION_SECS: std::ops::RangeInclusive<u32> = 900..=43_200;
 const EXTERNAL_ID_LEN: std::ops::RangeInclusive<usize> = 2..=1224;
-const MAX_POLICY_ARNS: usize = 10;
-const MAX_POLICY_BYTES: usize = 2048;
-const MAX_TAGS: usize = 50;
+/// Managed session policies STS accepts at most.
+pub const MAX_POLICY_ARNS: usize = 10;
+/// The longest inline session policy STS accepts, in bytes (we count bytes, the stricter reading
+/// of STS's "2,048 characters", so a policy that passes here is never too long there).
+pub const MAX_POLICY_BYTES: usize = 2048;
+/// Session tags STS accepts at most, including the broker's own.
+pub const MAX_TAGS: usize = 50;
 const TAG_KEY_LEN: std::ops::RangeInclusive<usize> = 1..=128;
 const TAG_VALUE_LEN: std::ops::RangeInclusive<usize> = 0..=256;
 

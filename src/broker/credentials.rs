@@ -1,27 +1,58 @@
-//! `roles` and `issue_credentials`: decide, audit, call STS, audit, answer.
+//! `roles` and `issue_credentials`: the credentials grant path, as the steps of [`Grant`].
 //!
 //! INVARIANT: STS is called only after `credentials.authorized` is durably in the audit chain,
 //! and credentials are returned only after `credentials.issued` is. Any audit failure fails the
-//! request closed (503) and the credentials, if already minted, are dropped unreturned.
+//! request closed (503) and the credentials, if already minted, are dropped unreturned. The
+//! steps' types enforce the order; see [`super::grant`].
 
 use std::time::Duration;
 
 use chrono::SecondsFormat;
 use serde_json::{Value, json};
 
-use super::{Broker, BrokerError, RequestMeta, actor};
+use super::grant::{Events, Failure, Grant, Recorded, Refusal, merge};
+use super::{Broker, BrokerError, RequestMeta};
 use crate::api::{CredentialsRequest, CredentialsResponse, RoleStatus, RolesResponse};
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{EventKind, Outcome};
 use crate::aws::{
-    AssumeRoleInput, AssumeRoleParams, AwsError, SessionName, SessionTag, SourceIdentity,
+    AssumeRoleInput, AssumeRoleParams, AwsError, GRANT_TAG, InputError, IssuedCredentials,
+    SessionName, SessionTag, SourceIdentity,
 };
 use crate::identity::Identity;
 use crate::policy::{
-    AccessRequest, Action, Decision, Effect, RequestContext, Resource, Role, check_duration,
+    AccessRequest, Action, Decision, Effect, PolicySet, Reason, RequestContext, Resource, Role,
+    TagError, check_duration,
 };
 
-/// The session tag that names the grant in CloudTrail.
-pub const GRANT_TAG: &str = "latchkey-grant";
+/// Why the STS session cannot be built from the caller's attributes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A session tag could not be rendered from the identity.
+    #[error(transparent)]
+    Tag(#[from] TagError),
+    /// A parameter breaks one of STS's rules.
+    #[error(transparent)]
+    Input(InputError),
+}
+
+/// What the decide step settled: everything the later steps need, nothing the user chose.
+#[derive(Debug)]
+struct Plan {
+    role: String,
+    role_arn: String,
+    grant_id: String,
+    target: Value,
+    details: Value,
+    input: AssumeRoleInput,
+}
+
+const CREDENTIALS: Events = Events {
+    denied: EventKind::CredentialsDenied,
+    authorized: EventKind::CredentialsAuthorized,
+    failed: EventKind::CredentialsFailed,
+    issued: EventKind::CredentialsIssued,
+    rate_limited: EventKind::CredentialsRateLimited,
+};
 
 impl Broker {
     /// Every catalog role with the caller's status and the reasons.
@@ -43,7 +74,7 @@ impl Broker {
                         Effect::Deny => "denied",
                     }
                     .to_owned(),
-                    reasons: decision.reasons,
+                    reasons: decision.reasons.iter().map(ToString::to_string).collect(),
                     determining_policies: decision.determining,
                 }
             })
@@ -58,151 +89,75 @@ impl Broker {
         req: &CredentialsRequest,
         meta: &RequestMeta,
     ) -> Result<CredentialsResponse, BrokerError> {
-        let policy = self.policy();
-        let grant_id = short_id();
-        let base =
-            |event: &str, decision: Option<Outcome>, target: Value, details: Value| AuditEvent {
-                event: event.to_owned(),
-                time: self.clock.now(),
-                actor: Some(actor(id)),
-                target,
-                decision,
-                details,
-                client_addr: meta.client_addr.clone(),
-                user_agent: meta.user_agent.clone(),
-                request_id: meta.request_id.clone(),
-            };
-        let Some(role) = policy.role(&req.role) else {
-            let reasons = vec![format!("unknown role `{}`", printable(&req.role))];
-            let target = json!({ "role": printable(&req.role) });
-            self.audit(base(
-                "credentials.denied",
-                Some(Outcome::Deny),
-                target,
-                json!({ "reasons": reasons, "reason": req.reason }),
-            ))
-            .await?;
-            return Err(BrokerError::Denied { reasons });
-        };
-        let target = json!({ "role": role.name(), "role_arn": role.arn().to_string() });
-        let duration = req.duration_seconds.map_or(role.default_duration(), |s| {
-            Duration::from_secs(u64::from(s))
-        });
-        if let Err(problem) =
-            check_duration(role, i64::try_from(duration.as_secs()).unwrap_or(i64::MAX))
-        {
-            let problem = problem.to_string();
-            self.audit(base(
-                "credentials.denied",
-                Some(Outcome::Deny),
-                target,
-                json!({ "reasons": [problem], "duration_seconds": duration.as_secs() }),
-            ))
-            .await?;
-            return Err(BrokerError::Duration(problem));
-        }
+        let grant = Grant::admit(self, &CREDENTIALS, id, meta, req.reason.as_deref()).await?;
+        let plan = grant.decide(self.plan(&grant, id, req, meta)).await?;
+        let authorized = grant.authorize(plan.target(), plan.details()).await?;
+        let issued = grant.act(&authorized, self.assume(&plan)).await?;
+        let details = issued_details(&issued);
+        let issued = grant.record(authorized, issued, details).await?;
+        let answer = plan.answer(issued);
+        tracing::info!(grant.id = %answer.grant_id, aws.access_key_id = %answer.access_key_id,
+            role.arn = %answer.role_arn, principal.id = %id.principal_id(), "issued credentials");
+        Ok(answer)
+    }
 
-        let decision =
-            policy.decide(&self.assume_request(id, role, duration, meta.client_addr.as_deref()));
+    /// The decide step: the role, the duration, the policy's decision and the STS input.
+    fn plan(
+        &self,
+        grant: &Grant<'_>,
+        id: &Identity,
+        req: &CredentialsRequest,
+        meta: &RequestMeta,
+    ) -> Result<Plan, Box<Refusal>> {
+        let (role, duration, target) = role_and_duration(grant.policy(), req)?;
+        let request = self.assume_request(id, role, duration, meta.client_addr.as_deref());
+        let decision = grant.policy().decide(&request);
         if decision.effect == Effect::Deny {
-            self.audit(base(
-                "credentials.denied",
-                Some(Outcome::Deny),
+            return Err(Box::new(Refusal {
+                outcome: Outcome::Deny,
                 target,
-                decision_details(&decision, req, duration),
-            ))
-            .await?;
-            return Err(BrokerError::Denied {
-                reasons: decision.reasons,
-            });
+                details: decision_details(&decision, req, duration),
+                error: BrokerError::Denied {
+                    reasons: decision.reasons,
+                },
+            }));
         }
-
-        let input = match self.assume_role_input(id, role, duration, &grant_id) {
-            Ok(input) => input,
-            Err(problem) => {
-                self.audit(base(
-                    "credentials.failed",
-                    Some(Outcome::Error),
-                    target,
-                    json!({ "grant_id": grant_id, "error": problem }),
-                ))
-                .await?;
-                return Err(BrokerError::SessionInvalid(problem));
-            }
-        };
-        let session = session_details(input.params(), &grant_id);
+        let input = self
+            .assume_role_input(id, role, duration, grant.id())
+            .map_err(|problem| {
+                Box::new(Refusal {
+                    outcome: Outcome::Error,
+                    target: target.clone(),
+                    details: json!({ "grant_id": grant.id(), "error": problem.to_string() }),
+                    error: BrokerError::SessionInvalid(problem),
+                })
+            })?;
         let mut details = decision_details(&decision, req, duration);
-        merge(&mut details, &session);
-        // SECURITY: the decision is durable before STS is asked for anything.
-        self.audit(base(
-            "credentials.authorized",
-            Some(Outcome::Allow),
-            target.clone(),
-            details,
-        ))
-        .await?;
-
-        let issued = match self.aws.assume_role(&input).await {
-            Ok(c) => c,
-            Err(e) => {
-                let (kind, err) = match &e {
-                    AwsError::AccessDenied(_) => ("access_denied", BrokerError::StsAccessDenied),
-                    AwsError::Invalid(_) => ("invalid", BrokerError::StsUnavailable),
-                    AwsError::Throttled => ("throttled", BrokerError::StsUnavailable),
-                    AwsError::Unavailable(_) => ("unavailable", BrokerError::StsUnavailable),
-                };
-                let mut details = session.clone();
-                merge(
-                    &mut details,
-                    &json!({ "error": kind, "message": e.to_string() }),
-                );
-                if let Err(audit) = self
-                    .audit(base(
-                        "credentials.failed",
-                        Some(Outcome::Error),
-                        target,
-                        details,
-                    ))
-                    .await
-                {
-                    tracing::error!(error = %audit, "the failed grant could not be audited");
-                }
-                tracing::warn!(grant.id = %grant_id, error = %e, "sts refused or failed");
-                return Err(err);
-            }
-        };
-
-        let expiration = issued.expiration.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let mut details = session;
-        merge(
-            &mut details,
-            &json!({
-                "access_key_id": issued.access_key_id,
-                "expiration": expiration,
-                "assumed_role_arn": issued.assumed_role_arn,
-                "aws_request_id": issued.request_id,
-            }),
-        );
-        // SECURITY: if this record cannot be written the credentials are dropped unreturned.
-        self.audit(base(
-            "credentials.issued",
-            Some(Outcome::Allow),
-            target,
-            details,
-        ))
-        .await?;
-        tracing::info!(grant.id = %grant_id, aws.access_key_id = %issued.access_key_id,
-            role.arn = %role.arn(), principal.id = %id.principal_id(), "issued credentials");
-        Ok(CredentialsResponse {
-            access_key_id: issued.access_key_id,
-            secret_access_key: issued.secret_access_key.expose().to_owned(),
-            session_token: issued.session_token.expose().to_owned(),
-            expiration,
+        merge(&mut details, &session_details(input.params(), grant.id()));
+        Ok(Plan {
             role: role.name().to_owned(),
             role_arn: role.arn().to_string(),
-            grant_id,
-            source_identity: input.params().source_identity.to_string(),
-            session_name: input.params().session_name.to_string(),
+            grant_id: grant.id().to_owned(),
+            target,
+            details,
+            input,
+        })
+    }
+
+    /// The act step: STS `AssumeRole`, its refusals sorted into answers.
+    async fn assume(&self, plan: &Plan) -> Result<IssuedCredentials, Failure> {
+        self.aws.assume_role(&plan.input).await.map_err(|e| {
+            tracing::warn!(grant.id = %plan.grant_id, error = %e, "sts refused or failed");
+            let (kind, error) = match &e {
+                AwsError::AccessDenied(_) => ("access_denied", BrokerError::StsAccessDenied),
+                AwsError::Invalid(_) => ("invalid", BrokerError::StsRejected),
+                AwsError::Throttled => ("throttled", BrokerError::StsUnavailable),
+                AwsError::Unavailable(_) => ("unavailable", BrokerError::StsUnavailable),
+            };
+            Failure {
+                error,
+                details: json!({ "error": kind, "message": e.to_string() }),
+            }
         })
     }
 
@@ -238,10 +193,9 @@ impl Broker {
         role: &Role,
         duration: Duration,
         grant_id: &str,
-    ) -> Result<AssumeRoleInput, String> {
+    ) -> Result<AssumeRoleInput, SessionError> {
         let mut tags: Vec<SessionTag> = role
-            .render_tags(id)
-            .map_err(|e| e.to_string())?
+            .render_tags(id)?
             .into_iter()
             .map(|(key, value)| SessionTag::new(key, value))
             .collect();
@@ -260,8 +214,38 @@ impl Broker {
             policy_arns: role.policy_arns().iter().map(ToString::to_string).collect(),
             external_id: role.external_id().map(str::to_owned),
         })
-        .map_err(|e| e.to_string())
+        .map_err(SessionError::Input)
     }
+}
+
+/// The role asked for and the duration, both checked before any policy is evaluated.
+fn role_and_duration<'p>(
+    policy: &'p PolicySet,
+    req: &CredentialsRequest,
+) -> Result<(&'p Role, Duration, Value), Box<Refusal>> {
+    let Some(role) = policy.role(&req.role) else {
+        let reasons = vec![Reason::UnknownRole(printable(&req.role))];
+        return Err(Box::new(Refusal {
+            outcome: Outcome::Deny,
+            target: json!({ "role": printable(&req.role) }),
+            details: json!({ "reasons": reasons, "reason": req.reason }),
+            error: BrokerError::Denied { reasons },
+        }));
+    };
+    let target = json!({ "role": role.name(), "role_arn": role.arn().to_string() });
+    let duration = req.duration_seconds.map_or(role.default_duration(), |s| {
+        Duration::from_secs(u64::from(s))
+    });
+    let secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+    if let Err(problem) = check_duration(role, secs) {
+        return Err(Box::new(Refusal {
+            outcome: Outcome::Deny,
+            target,
+            details: json!({ "reasons": [problem.to_string()], "duration_seconds": duration.as_secs() }),
+            error: BrokerError::Duration(problem),
+        }));
+    }
+    Ok((role, duration, target))
 }
 
 fn decision_details(decision: &Decision, req: &CredentialsRequest, duration: Duration) -> Value {
@@ -271,6 +255,48 @@ fn decision_details(decision: &Decision, req: &CredentialsRequest, duration: Dur
         "reason": req.reason,
         "duration_seconds": duration.as_secs(),
     })
+}
+
+impl Plan {
+    fn target(&self) -> Value {
+        self.target.clone()
+    }
+
+    /// What the authorization records: the decision and the session as STS will see it.
+    fn details(&self) -> Value {
+        self.details.clone()
+    }
+
+    /// The answer step: the credentials, once their record is durable.
+    fn answer(self, issued: Recorded<IssuedCredentials>) -> CredentialsResponse {
+        let issued = issued.into_inner();
+        let params = self.input.params();
+        CredentialsResponse {
+            expiration: rfc3339(&issued),
+            access_key_id: issued.access_key_id,
+            secret_access_key: issued.secret_access_key.expose().to_owned(),
+            session_token: issued.session_token.expose().to_owned(),
+            role: self.role,
+            role_arn: self.role_arn,
+            grant_id: self.grant_id,
+            source_identity: params.source_identity.to_string(),
+            session_name: params.session_name.to_string(),
+        }
+    }
+}
+
+/// What `credentials.issued` adds: never a secret.
+fn issued_details(issued: &IssuedCredentials) -> Value {
+    json!({
+        "access_key_id": issued.access_key_id,
+        "expiration": rfc3339(issued),
+        "assumed_role_arn": issued.assumed_role_arn,
+        "aws_request_id": issued.request_id,
+    })
+}
+
+fn rfc3339(issued: &IssuedCredentials) -> String {
+    issued.expiration.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn session_details(input: &AssumeRoleParams, grant_id: &str) -> Value {
@@ -288,24 +314,6 @@ fn session_details(input: &AssumeRoleParams, grant_id: &str) -> Value {
         "duration_seconds": input.duration_secs,
         "external_id_set": input.external_id.is_some(),
     })
-}
-
-fn merge(into: &mut Value, from: &Value) {
-    if let (Value::Object(a), Value::Object(b)) = (into, from) {
-        for (k, v) in b {
-            a.insert(k.clone(), v.clone());
-        }
-    }
-}
-
-/// A short random grant id: 16 hex characters.
-fn short_id() -> String {
-    uuid::Uuid::new_v4()
-        .simple()
-        .to_string()
-        .chars()
-        .take(16)
-        .collect()
 }
 
 /// User-supplied text shortened and stripped for messages and audit.

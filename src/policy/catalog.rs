@@ -11,6 +11,7 @@ use std::time::Duration;
 use toml::Table;
 
 use super::tags::{Placeholder, TagError, TagTemplate};
+use crate::aws::input::{self as sts, RESERVED_TAG_KEYS};
 use crate::config::fields::Fields;
 use crate::config::{ConfigDuration, ConfigIssue};
 use crate::identity::Identity;
@@ -55,6 +56,17 @@ pub struct RoleArn(String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyArn(String);
 
+/// Why a text is not the ARN the catalog expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArnError {
+    /// Not an IAM managed policy ARN.
+    #[error("`{0}` is not a managed policy ARN such as `arn:aws:iam::aws:policy/ReadOnlyAccess`")]
+    Policy(String),
+    /// Not an IAM role ARN.
+    #[error("`{0}` is not a role ARN such as `arn:aws:iam::123456789012:role/Name`")]
+    Role(String),
+}
+
 /// One `[[target]]`: a set of EC2 instances users may reach over SSH.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -79,12 +91,12 @@ pub const MAX_DURATION_SECS: u64 = 12 * 3600;
 
 impl Catalog {
     /// Parses catalog text. `read` returns the text of a file next to the catalog (for
-    /// `session_policy`); `attributes` are the identity attributes tag templates may name (`None`
+    /// `session_policy`), `None` when there is none; `attributes` are the identity attributes tag templates may name (`None`
     /// skips that check, when the schema did not load); problems are appended to `issues` with
     /// their key paths.
     pub(crate) fn parse(
         text: &str,
-        read: &dyn Fn(&str) -> Result<String, String>,
+        read: &dyn Fn(&str) -> Option<String>,
         attributes: Option<&HashSet<String>>,
         issues: &mut Vec<ConfigIssue>,
     ) -> Catalog {
@@ -222,10 +234,11 @@ impl Role {
 // === impl RoleArn ===
 
 impl RoleArn {
-    /// Parses and validates a role ARN.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad =
-            || format!("`{text}` is not a role ARN such as `arn:aws:iam::123456789012:role/Name`");
+    /// Parses and validates a role ARN (the rules of [`sts::check_role_arn`], in the `aws`
+    /// partition).
+    pub fn parse(text: &str) -> Result<Self, ArnError> {
+        let bad = || ArnError::Role(text.to_owned());
+        sts::check_role_arn(text).map_err(|_| bad())?;
         let rest = text.strip_prefix("arn:aws:iam::").ok_or_else(bad)?;
         let (account, resource) = rest.split_once(':').ok_or_else(bad)?;
         if !is_account_id(account) {
@@ -262,12 +275,8 @@ impl fmt::Display for RoleArn {
 
 impl PolicyArn {
     /// Parses and validates a managed policy ARN.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "`{text}` is not a managed policy ARN such as `arn:aws:iam::aws:policy/ReadOnlyAccess`"
-            )
-        };
+    pub fn parse(text: &str) -> Result<Self, ArnError> {
+        let bad = || ArnError::Policy(text.to_owned());
         let rest = text.strip_prefix("arn:aws:iam::").ok_or_else(bad)?;
         let (account, resource) = rest.split_once(':').ok_or_else(bad)?;
         if account != "aws" && !is_account_id(account) {
@@ -317,7 +326,7 @@ pub(crate) fn is_catalog_name(name: &str) -> bool {
 fn parse_role(
     path: &str,
     table: Table,
-    read: &dyn Fn(&str) -> Result<String, String>,
+    read: &dyn Fn(&str) -> Option<String>,
     attributes: Option<&HashSet<String>>,
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<Role> {
@@ -348,8 +357,8 @@ fn parse_role(
     });
     let arn = arn.and_then(|a| match RoleArn::parse(&a) {
         Ok(arn) => Some(arn),
-        Err(m) => {
-            f.error(f.path_of("arn"), m);
+        Err(e) => {
+            f.error(f.path_of("arn"), e.to_string());
             None
         }
     });
@@ -396,16 +405,18 @@ fn parse_role(
     };
     let session_policy = session_policy.and_then(|file| load_session_policy(&mut f, &file, read));
     let policy_arns = parse_policy_arns(&mut f, policy_arns.unwrap_or_default());
-    let external_id = external_id.filter(|id| {
-        let ok = (2..=1224).contains(&id.chars().count())
-            && id.chars().all(|c| is_word(c) || "+=,.@:/-".contains(c));
-        if !ok {
+    let external_id = external_id.filter(|id| match sts::check_external_id(id) {
+        Ok(()) => true,
+        Err(e) => {
             f.error(
                 f.path_of("external_id"),
-                "must be 2 to 1224 characters of letters, digits and `_+=,.@:/-`".into(),
+                format!(
+                    "must be 2 to 1224 characters of letters, digits and `_+=,.@:/-` (it {})",
+                    e.problem()
+                ),
             );
+            false
         }
-        ok
     });
     f.finish();
     Some(Role {
@@ -446,21 +457,34 @@ fn parse_tags(
     attributes: Option<&HashSet<String>>,
 ) -> Vec<(String, TagTemplate)> {
     let path = f.path_of("session_tags");
-    if tags.len() > MAX_SESSION_TAGS {
+    // INVARIANT: the broker adds its own tags to every session, so they count against STS's limit.
+    if sts::check_tag_count("session_tags", tags.len() + RESERVED_TAG_KEYS.len()).is_err() {
         f.error(
             path.clone(),
-            format!("STS accepts at most {MAX_SESSION_TAGS} session tags"),
+            format!(
+                "{} tags, at most {} allowed: STS accepts {} and latchkey keeps {} for its own",
+                tags.len(),
+                sts::MAX_TAGS - RESERVED_TAG_KEYS.len(),
+                sts::MAX_TAGS,
+                RESERVED_TAG_KEYS.len()
+            ),
         );
     }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(tags.len());
     for (key, text) in tags {
         let key_path = format!("{path}.{key}");
-        if !is_tag_key(&key) {
+        if let Err(e) = sts::check_tag_key("", &key) {
+            f.error(key_path.clone(), format!("the tag key {}", e.problem()));
+        }
+        // STS compares keys ignoring case, so a reserved key in any case would clash.
+        if RESERVED_TAG_KEYS
+            .iter()
+            .any(|r| r.to_lowercase() == key.to_lowercase())
+        {
             f.error(
                 key_path.clone(),
-                "a tag key is 1 to 128 letters, digits, spaces or `_.:/=+-@`, not starting with `aws:`"
-                    .into(),
+                format!("`{key}` is a tag latchkey sets itself"),
             );
         }
         // STS compares tag keys without regard to case.
@@ -484,7 +508,7 @@ fn parse_tags(
                 }
                 out.push((key, t));
             }
-            Err(m) => f.error(key_path, m),
+            Err(e) => f.error(key_path, e.to_string()),
         }
     }
     out
@@ -493,7 +517,7 @@ fn parse_tags(
 fn load_session_policy(
     f: &mut Fields<'_>,
     file: &str,
-    read: &dyn Fn(&str) -> Result<String, String>,
+    read: &dyn Fn(&str) -> Option<String>,
 ) -> Option<String> {
     let path = f.path_of("session_policy");
     // SECURITY: only a plain file name next to the catalog; no paths, no traversal.
@@ -508,21 +532,18 @@ fn load_session_policy(
         );
         return None;
     }
-    let text = match read(file) {
-        Ok(t) => t,
-        Err(e) => {
-            f.error(path, format!("cannot read `{file}`: {e}"));
-            return None;
-        }
+    let Some(text) = read(file) else {
+        f.error(
+            path,
+            format!("cannot read `{file}`: no such file next to the catalog"),
+        );
+        return None;
     };
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(v @ serde_json::Value::Object(_)) => {
             let compact = v.to_string();
-            if compact.len() > MAX_SESSION_POLICY_CHARS {
-                f.error(
-                    path,
-                    format!("`{file}` is longer than the {MAX_SESSION_POLICY_CHARS} characters STS accepts (without spaces)"),
-                );
+            if let Err(e) = sts::check_session_policy(&compact) {
+                f.error(path, format!("`{file}` without spaces {}", e.problem()));
                 return None;
             }
             Some(compact)
@@ -540,17 +561,20 @@ fn load_session_policy(
 
 fn parse_policy_arns(f: &mut Fields<'_>, arns: Vec<String>) -> Vec<PolicyArn> {
     let path = f.path_of("policy_arns");
-    if arns.len() > MAX_POLICY_ARNS {
+    if arns.len() > sts::MAX_POLICY_ARNS {
         f.error(
             path.clone(),
-            format!("STS accepts at most {MAX_POLICY_ARNS} managed session policies"),
+            format!(
+                "STS accepts at most {} managed session policies",
+                sts::MAX_POLICY_ARNS
+            ),
         );
     }
     let mut out = Vec::with_capacity(arns.len());
     for (i, a) in arns.iter().enumerate() {
         match PolicyArn::parse(a) {
             Ok(p) => out.push(p),
-            Err(m) => f.error(format!("{path}[{i}]"), m),
+            Err(e) => f.error(format!("{path}[{i}]"), e.to_string()),
         }
     }
     out
@@ -663,13 +687,6 @@ fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-fn is_tag_key(k: &str) -> bool {
-    let n = k.chars().count();
-    (1..=128).contains(&n)
-        && !k.to_ascii_lowercase().starts_with("aws:")
-        && k.chars().all(super::tags::is_tag_char)
-}
-
 fn is_instance_id(s: &str) -> bool {
     s.strip_prefix("i-").is_some_and(|hex| {
         (hex.len() == 8 || hex.len() == 17)
@@ -709,6 +726,6 @@ fn issue(path: &str, message: &str) -> ConfigIssue {
 }
 
 const ARN_PREFIX: &str = "arn:aws:iam::";
-const MAX_SESSION_TAGS: usize = 50;
-const MAX_POLICY_ARNS: usize = 10;
-const MAX_SESSION_POLICY_CHARS: usize = 2048;
+
+#[cfg(test)]
+mod tests;

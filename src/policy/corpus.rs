@@ -26,7 +26,9 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::PolicySet;
-use super::request::{AccessRequest, Action, Decision, Effect, RequestContext, Resource};
+use super::request::{
+    AccessRequest, Action, Decision, Effect, RequestContext, Resource, UnknownAction,
+};
 use crate::config::{ConfigDuration, ConfigIssue};
 use crate::identity::{Attribute, Identity};
 
@@ -123,7 +125,10 @@ pub fn parse_cases(file: &str, text: &str) -> Result<Vec<TestCase>, Vec<ConfigIs
         let path = format!("{file}: case[{i}] (`{}`)", c.name);
         match case(c) {
             Ok(c) => cases.push(c),
-            Err(m) => issues.push(ConfigIssue { path, message: m }),
+            Err(e) => issues.push(ConfigIssue {
+                path,
+                message: e.to_string(),
+            }),
         }
     }
     if issues.is_empty() {
@@ -133,20 +138,33 @@ pub fn parse_cases(file: &str, text: &str) -> Result<Vec<TestCase>, Vec<ConfigIs
     }
 }
 
-fn case(c: RawCase) -> Result<TestCase, String> {
+/// Why a test case is not well formed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum CaseError {
+    #[error(transparent)]
+    Action(#[from] UnknownAction),
+    #[error("`duration` is too long")]
+    Duration,
+    #[error("`expect` is `{0}`, not `allow` or `deny`")]
+    Expect(String),
+    #[error("name exactly one of `role` and `target`")]
+    Resource,
+}
+
+fn case(c: RawCase) -> Result<TestCase, CaseError> {
     let action: Action = c.action.as_deref().unwrap_or("assume").parse()?;
     let resource = match (c.role, c.target) {
         (Some(r), None) => Resource::Role(r),
         (None, Some(t)) => Resource::Target(t),
-        _ => return Err("name exactly one of `role` and `target`".to_owned()),
+        _ => return Err(CaseError::Resource),
     };
     let expect = match c.expect.as_str() {
         "allow" => Effect::Allow,
         "deny" => Effect::Deny,
-        other => return Err(format!("`expect` is `{other}`, not `allow` or `deny`")),
+        other => return Err(CaseError::Expect(other.to_owned())),
     };
     let duration_secs = match c.duration {
-        Some(d) => i64::try_from(d.0.as_secs()).map_err(|_| "`duration` is too long".to_owned())?,
+        Some(d) => i64::try_from(d.0.as_secs()).map_err(|_| CaseError::Duration)?,
         None => 0,
     };
     Ok(TestCase {
@@ -230,11 +248,18 @@ fn check(c: &TestCase, d: &Decision) -> Vec<String> {
         }
     }
     if let Some(sub) = &c.reason
-        && !d.reasons.iter().any(|r| r.contains(sub.as_str()))
+        && !d
+            .reasons
+            .iter()
+            .any(|r| r.to_string().contains(sub.as_str()))
     {
         problems.push(format!(
             "expected a reason containing `{sub}`, got: {}",
-            d.reasons.join("; ")
+            d.reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     problems

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use serde::Serialize;
 
+use super::reason::{PrincipalError, Reason};
 use super::schema::{AttrKind, SchemaInfo};
 use crate::identity::{Attribute, Identity};
 
@@ -73,8 +74,8 @@ pub struct Decision {
     /// Ids of the policies that determined the effect (permits for an allow, forbids for a deny
     /// by policy), sorted.
     pub determining: Vec<String>,
-    /// Sentences a person understands; never empty for a deny.
-    pub reasons: Vec<String>,
+    /// Why, each with a sentence a person understands; never empty for a deny.
+    pub reasons: Vec<Reason>,
 }
 
 /// Allow or deny.
@@ -133,17 +134,20 @@ impl fmt::Display for Action {
 }
 
 impl FromStr for Action {
-    type Err = String;
+    type Err = UnknownAction;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Action::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown action `{s}`: use assume, ssh, request, approve or read_audit")
-            })
+            .ok_or_else(|| UnknownAction(s.to_owned()))
     }
 }
+
+/// A text that names no [`Action`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action `{0}`: use assume, ssh, request, approve or read_audit")]
+pub struct UnknownAction(pub String);
 
 // === impl Resource ===
 
@@ -171,7 +175,7 @@ impl RequestContext {
         }
     }
 
-    pub(crate) fn to_cedar(self) -> Result<Context, String> {
+    pub(crate) fn to_cedar(self) -> Result<Context, Box<cedar_policy::ContextCreationError>> {
         let mut pairs = vec![
             ("mfa".to_owned(), RestrictedExpression::new_bool(self.mfa)),
             (
@@ -189,7 +193,7 @@ impl RequestContext {
                 RestrictedExpression::new_ip(ip.to_string()),
             ));
         }
-        Context::from_pairs(pairs).map_err(|e| e.to_string())
+        Context::from_pairs(pairs).map_err(Box::new)
     }
 }
 
@@ -197,7 +201,7 @@ impl RequestContext {
 
 impl Decision {
     /// A deny for one reason, decided before or outside Cedar.
-    pub(crate) fn deny(reason: String) -> Self {
+    pub(crate) fn deny(reason: Reason) -> Self {
         Self {
             effect: Effect::Deny,
             determining: Vec::new(),
@@ -261,8 +265,8 @@ impl<T> PerAction<T> {
 }
 
 impl Types {
-    pub(crate) fn new() -> Result<Self, String> {
-        let name = |n: &str| EntityTypeName::from_str(n).map_err(|e| e.to_string());
+    pub(crate) fn new() -> Result<Self, Box<cedar_policy::ParseErrors>> {
+        let name = |n: &str| EntityTypeName::from_str(n).map_err(Box::new);
         let action_type = name("Latchkey::Action")?;
         let action = |a: Action| {
             EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(a.as_str()))
@@ -296,7 +300,7 @@ impl Types {
         &self,
         identity: &Identity,
         schema: &SchemaInfo,
-    ) -> Result<Entity, String> {
+    ) -> Result<Entity, PrincipalError> {
         let uid = EntityUid::from_type_name_and_id(
             self.user.clone(),
             EntityId::new(identity.principal_id()),
@@ -324,19 +328,19 @@ impl Types {
                 Some(v) => {
                     attrs.insert(name.clone(), v);
                 }
-                None if ty.required => {
-                    return Err(format!(
-                        "your identity has no `{name}`, which the policies require"
-                    ));
-                }
+                None if ty.required => return Err(PrincipalError::Missing(name.clone())),
                 None => {}
             }
         }
-        Entity::new(uid, attrs, parents).map_err(|e| e.to_string())
+        Entity::new(uid, attrs, parents).map_err(|e| PrincipalError::Entity(e.to_string()))
     }
 }
 
-fn attribute(name: &str, a: &Attribute, kind: AttrKind) -> Result<RestrictedExpression, String> {
+fn attribute(
+    name: &str,
+    a: &Attribute,
+    kind: AttrKind,
+) -> Result<RestrictedExpression, PrincipalError> {
     match (a, kind) {
         (Attribute::Text(s), AttrKind::String) => Ok(RestrictedExpression::new_string(s.clone())),
         (Attribute::Number(n), AttrKind::Long) => Ok(RestrictedExpression::new_long(*n)),
@@ -346,8 +350,6 @@ fn attribute(name: &str, a: &Attribute, kind: AttrKind) -> Result<RestrictedExpr
         )),
         // SECURITY: a claim of the wrong type denies the request. Dropping it would let a
         // `forbid` that tests the attribute silently stop applying.
-        _ => Err(format!(
-            "your identity attribute `{name}` does not have the type the schema declares"
-        )),
+        _ => Err(PrincipalError::WrongType(name.to_owned())),
     }
 }

@@ -60,11 +60,24 @@ pub enum TagError {
     },
 }
 
+/// Why a text is not a tag template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A brace that does not surround a placeholder name.
+    #[error(
+        "`{0}` is not a template: write `{{name}}` around an attribute name, and no other braces"
+    )]
+    Braces(String),
+    /// Literal text STS would refuse in a tag value.
+    #[error("`{0}` has characters STS does not allow in a tag value")]
+    Characters(String),
+}
+
 // === impl TagTemplate ===
 
 impl TagTemplate {
     /// Parses `text`; `{` and `}` may appear only around a placeholder name.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while !rest.is_empty() {
@@ -83,9 +96,7 @@ impl TagTemplate {
                         .and_then(|t| t.split_once('}'))
                         .filter(|(name, _)| is_placeholder_name(name));
                     let Some((name, after)) = inner else {
-                        return Err(format!(
-                            "`{text}` is not a template: write `{{name}}` around an attribute name, and no other braces"
-                        ));
+                        return Err(TemplateError::Braces(text.to_owned()));
                     };
                     parts.push(Part::Placeholder(match name {
                         "email" => Placeholder::Email,
@@ -99,11 +110,9 @@ impl TagTemplate {
         }
         for p in &parts {
             if let Part::Literal(l) = p
-                && !l.chars().all(is_tag_char)
+                && crate::aws::input::check_tag_value("", l).is_err()
             {
-                return Err(format!(
-                    "`{text}` has characters STS does not allow in a tag value"
-                ));
+                return Err(TemplateError::Characters(text.to_owned()));
             }
         }
         Ok(Self { parts })
@@ -126,25 +135,18 @@ impl TagTemplate {
                 Part::Placeholder(p) => out.push_str(&value(tag, p, identity)?),
             }
         }
-        if out.chars().count() > MAX_TAG_VALUE_CHARS {
+        if crate::aws::input::check_tag_value("", &out).is_err() {
             return Err(TagError::InvalidValue {
                 tag: tag.to_owned(),
-                problem: "is longer than the 256 characters STS accepts",
-            });
-        }
-        if !out.chars().all(is_tag_char) {
-            return Err(TagError::InvalidValue {
-                tag: tag.to_owned(),
-                problem: "has characters STS does not allow",
+                problem: if out.chars().count() > MAX_TAG_VALUE_CHARS {
+                    "is longer than the 256 characters STS accepts"
+                } else {
+                    "has characters STS does not allow"
+                },
             });
         }
         Ok(out)
     }
-}
-
-/// Whether STS allows `c` in a tag key or value: letters, digits, spaces and `_.:/=+-@`.
-pub(crate) fn is_tag_char(c: char) -> bool {
-    c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c)
 }
 
 fn value(tag: &str, p: &Placeholder, identity: &Identity) -> Result<String, TagError> {

@@ -98,6 +98,10 @@ fn assume(set: &PolicySet, who: &Identity, role: &str, context: RequestContext) 
     })
 }
 
+fn texts(d: &Decision) -> Vec<String> {
+    d.reasons.iter().map(ToString::to_string).collect()
+}
+
 fn check_errors(catalog: &str, policies: &str) -> Vec<String> {
     PolicySet::from_sources(&sources(catalog, policies))
         .unwrap_err()
@@ -118,7 +122,7 @@ fn allow_groups_permits_members() {
     assert_eq!(d.effect, Effect::Allow);
     assert_eq!(d.determining, vec!["catalog.allow_groups.readonly"]);
     assert_eq!(
-        d.reasons,
+        texts(&d),
         vec!["members of `engineering` may assume `readonly`"]
     );
 }
@@ -134,7 +138,7 @@ fn deny_without_permit_says_so() {
     assert_eq!(d.effect, Effect::Deny);
     assert!(d.determining.is_empty());
     assert_eq!(
-        d.reasons,
+        texts(&d),
         vec!["no policy permits you to assume `readonly`"]
     );
 }
@@ -147,7 +151,9 @@ fn requires_mfa_forbids_with_its_reason() {
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(d.determining, vec!["catalog.requires_mfa.prod-admin"]);
     assert!(
-        d.reasons[0].starts_with("role `prod-admin` requires MFA"),
+        d.reasons[0]
+            .to_string()
+            .starts_with("role `prod-admin` requires MFA"),
         "{d:?}"
     );
     assert!(assume(&set, &bob, "prod-admin", ctx(true, 900)).is_allowed());
@@ -164,7 +170,10 @@ fn max_auth_age_forbids_stale_logins() {
         context,
     );
     assert_eq!(d.determining, vec!["catalog.max_auth_age.prod-admin"]);
-    assert!(d.reasons[0].contains("within the last 30m"), "{d:?}");
+    assert!(
+        d.reasons[0].to_string().contains("within the last 30m"),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -173,7 +182,7 @@ fn forbid_wins_over_permit() {
     let d = assume(&set(), &who, "prod-admin", ctx(true, 900));
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(d.determining, vec!["no-contractors"]);
-    assert_eq!(d.reasons, vec!["contractors may not use `prod-admin`"]);
+    assert_eq!(texts(&d), vec!["contractors may not use `prod-admin`"]);
 }
 
 #[test]
@@ -182,9 +191,9 @@ fn duration_outside_the_role_bounds_is_denied() {
     let alice = person("alice", &["engineering"], None);
     let d = assume(&set, &alice, "readonly", ctx(false, 3601));
     assert_eq!(d.effect, Effect::Deny);
-    assert_eq!(d.reasons, vec!["the maximum duration of `readonly` is 1h"]);
+    assert_eq!(texts(&d), vec!["the maximum duration of `readonly` is 1h"]);
     let d = assume(&set, &alice, "readonly", ctx(false, 899));
-    assert_eq!(d.reasons, vec!["the minimum duration is 15m"]);
+    assert_eq!(texts(&d), vec!["the minimum duration is 15m"]);
     assert!(assume(&set, &alice, "readonly", ctx(false, 900)).is_allowed());
     let role = set.role("readonly").unwrap();
     assert!(check_duration(role, 3600).is_ok());
@@ -203,21 +212,21 @@ fn unknown_role_and_target_are_denied() {
     let alice = person("alice", &["engineering"], None);
     let d = assume(&set, &alice, "root", ctx(false, 3600));
     assert_eq!(d.effect, Effect::Deny);
-    assert_eq!(d.reasons, vec!["unknown role `root`"]);
+    assert_eq!(texts(&d), vec!["unknown role `root`"]);
     let d = set.decide(&AccessRequest {
         identity: &alice,
         action: Action::Ssh,
         resource: Resource::Target("nope".into()),
         context: ctx(false, 0),
     });
-    assert_eq!(d.reasons, vec!["unknown target `nope`"]);
+    assert_eq!(texts(&d), vec!["unknown target `nope`"]);
     let d = set.decide(&AccessRequest {
         identity: &alice,
         action: Action::Ssh,
         resource: Resource::Target("bastion".into()),
         context: ctx(false, 0),
     });
-    assert_eq!(d.reasons, vec!["no policy permits you to ssh to `bastion`"]);
+    assert_eq!(texts(&d), vec!["no policy permits you to ssh to `bastion`"]);
 }
 
 #[test]
@@ -294,7 +303,7 @@ fn attribute_of_the_wrong_type_denies() {
     );
     let d = assume(&set(), &who, "prod-admin", ctx(true, 900));
     assert_eq!(d.effect, Effect::Deny);
-    assert!(d.reasons[0].contains("`department`"), "{d:?}");
+    assert!(d.reasons[0].to_string().contains("`department`"), "{d:?}");
 }
 
 #[test]
@@ -312,8 +321,13 @@ fn evaluation_errors_deny() {
         ctx(false, 3600),
     );
     assert_eq!(d.effect, Effect::Deny);
-    assert!(d.reasons[0].contains("policy evaluation failed"), "{d:?}");
-    assert!(d.reasons[0].contains("overflow"), "{d:?}");
+    assert!(
+        d.reasons[0]
+            .to_string()
+            .contains("policy evaluation failed"),
+        "{d:?}"
+    );
+    assert!(d.reasons[0].to_string().contains("overflow"), "{d:?}");
 }
 
 #[test]
@@ -578,4 +592,27 @@ when { principal has email && principal.email like "*@example.com" };
         let d = assume(&set, &who(claims), "developer", ctx(false, 3600));
         assert_eq!(d.effect, Effect::Deny, "{d:?}");
     }
+}
+
+#[test]
+fn the_digest_covers_every_file_and_not_the_order_they_were_read_in() {
+    let a = sources(CATALOG, POLICIES);
+    let mut b = a.clone();
+    b.policies
+        .insert(0, ("another.cedar".to_owned(), String::new()));
+    let mut c = b.clone();
+    c.policies.reverse();
+    assert_ne!(a.digest(), b.digest());
+    assert_eq!(b.digest(), c.digest());
+    let mut d = a.clone();
+    d.files.insert("s.json".to_owned(), "{}".to_owned());
+    assert_ne!(a.digest(), d.digest());
+    // Moving text from one file to the next changes the digest.
+    let mut e = a.clone();
+    e.catalog.push('#');
+    let mut f = e.clone();
+    f.catalog.pop();
+    f.schema.insert(0, '#');
+    assert_ne!(e.digest(), f.digest());
+    assert_eq!(PolicySet::from_sources(&a).unwrap().digest(), a.digest());
 }

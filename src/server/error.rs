@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::{PROBLEM_JSON, Problem};
 use crate::broker::{BrokerError, NotReady};
 use crate::oidc::VerifyError;
+use crate::policy::Reason;
 
 /// An error answered to an API client.
 #[derive(Debug)]
@@ -84,20 +85,38 @@ impl ApiError {
                     "Audit log unavailable",
                     Some("the audit record could not be written, so nothing was done".into()),
                 ),
-                BrokerError::Denied { reasons } => {
-                    s(S::FORBIDDEN, "denied", "Denied", Some(reasons.join("; ")))
-                }
+                BrokerError::Denied { reasons } => s(
+                    S::FORBIDDEN,
+                    "denied",
+                    "Denied",
+                    Some(texts(reasons).join("; ")),
+                ),
                 BrokerError::Duration(d) => s(
                     S::BAD_REQUEST,
                     "duration_invalid",
                     "Invalid duration",
-                    Some(d.clone()),
+                    Some(d.to_string()),
+                ),
+                BrokerError::RateLimited { retry_after_secs } => s(
+                    S::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many requests",
+                    Some(format!(
+                        "too many credential requests; retry in {retry_after_secs}s"
+                    )),
+                ),
+                // SECURITY: the detail describes the rule, never the text that broke it.
+                BrokerError::ReasonInvalid(e) => s(
+                    S::BAD_REQUEST,
+                    "reason_invalid",
+                    "Invalid reason",
+                    Some(e.to_string()),
                 ),
                 BrokerError::SessionInvalid(d) => s(
                     S::UNPROCESSABLE_ENTITY,
                     "session_invalid",
                     "Session cannot be built",
-                    Some(d.clone()),
+                    Some(d.to_string()),
                 ),
                 BrokerError::StsAccessDenied => s(
                     S::FORBIDDEN,
@@ -105,6 +124,21 @@ impl ApiError {
                     "STS refused",
                     Some(
                         "AWS refused to let the broker assume the role; ask an administrator"
+                            .into(),
+                    ),
+                ),
+                // STS refused the request as malformed (a limit or a policy document latchkey
+                // did not check). Neither 503 nor a 4xx: the caller did nothing wrong and the
+                // same request will be refused again, so 502 says "the upstream refused what
+                // the broker sent", without `Retry-After` and without inviting a retry; the
+                // fix is the catalog's, hence "ask an administrator".
+                BrokerError::StsRejected => s(
+                    S::BAD_GATEWAY,
+                    "sts_rejected",
+                    "STS rejected the request",
+                    Some(
+                        "AWS STS rejected the request the broker built for this role; \
+                         retrying will not help, ask an administrator"
                             .into(),
                     ),
                 ),
@@ -249,11 +283,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let shape = self.shape();
         let reasons = match &self {
-            Self::Broker(BrokerError::Denied { reasons }) => reasons.clone(),
+            Self::Broker(BrokerError::Denied { reasons }) => texts(reasons),
             _ => Vec::new(),
         };
         let mut resp =
             problem_response_with(shape.status, shape.code, shape.title, shape.detail, reasons);
+        if let Self::Broker(BrokerError::RateLimited { retry_after_secs }) = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if let Self::Auth(a) = &self
             && shape.status == StatusCode::UNAUTHORIZED
         {
@@ -269,6 +307,10 @@ impl IntoResponse for ApiError {
     }
 }
 
+fn texts(reasons: &[Reason]) -> Vec<String> {
+    reasons.iter().map(ToString::to_string).collect()
+}
+
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
         Self::Broker(e)
@@ -280,3 +322,6 @@ impl From<AuthError> for ApiError {
         Self::Auth(e)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -225,7 +225,7 @@ mod tests {
         let key = ChainKey::Sha256;
         for n in 0..3 {
             let event = CanonicalEvent::new(AuditEvent {
-                event: "server.started".into(),
+                event: crate::audit::EventKind::ServerStarted,
                 time: chrono::DateTime::from_timestamp(1_800_000_000 + n, 0).unwrap(),
                 actor: None,
                 target: json!(null),

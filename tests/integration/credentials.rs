@@ -330,8 +330,10 @@ async fn a_thousand_grants_leave_a_chain_that_verifies_and_no_secret_in_any_outp
     let idp = idp::shared().await;
     // Its own moto: the shared one may be in auth mode for another test.
     let moto = Moto::start().await;
-    let broker =
-        BrokerProcess::spawn(BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint())).await;
+    let mut opts = BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint());
+    // One principal asks a thousand times at once: lift its rate limit above that.
+    opts.server_extra = "grants_per_minute = 2000".into();
+    let broker = BrokerProcess::spawn(opts).await;
     let alice = idp.login_code_flow("latchkey-cli", "alice").await.id_token;
 
     let mut secrets = Vec::new();
@@ -472,4 +474,50 @@ async fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
         output.contains("policy reload rejected"),
         "the bad reload was logged"
     );
+}
+
+#[tokio::test]
+async fn issue_7_a_principal_over_its_grant_rate_gets_429_with_retry_after_audited_once() {
+    let idp = idp::shared().await;
+    let moto = Moto::start().await;
+    let mut opts = BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint());
+    opts.server_extra = "grants_per_minute = 3".into();
+    let broker = TestBroker::start(opts).await;
+    let alice = idp.login_code_flow("latchkey-cli", "alice").await.id_token;
+
+    // A grant and two denials use up the burst.
+    for role in ["readonly", "prod-admin", "no-such-role"] {
+        let resp = broker.credentials(&alice, json!({"role": role})).await;
+        assert_ne!(resp.status(), 429, "{role}");
+    }
+    for _ in 0..4 {
+        let resp = broker
+            .credentials(&alice, json!({"role": "readonly"}))
+            .await;
+        assert_eq!(resp.status(), 429);
+        let retry_after: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=20).contains(&retry_after), "{retry_after}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "rate_limited");
+    }
+    assert_eq!(assume_role_calls(&moto).await.len(), 1);
+    let audit = broker.audit_lines();
+    assert_eq!(
+        audit.matches("\"credentials.rate_limited\"").count(),
+        1,
+        "{audit}"
+    );
+
+    let resp = broker
+        .credentials(&alice, json!({"role": "readonly", "reason": "two\nlines"}))
+        .await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "reason_invalid");
+    assert!(!body.to_string().contains("lines"), "{body}");
+    broker.stop().await;
 }

@@ -132,7 +132,7 @@ async fn tampering_names_the_first_broken_record(db: &TestDb) {
         verify(store.as_ref(), &key).await,
         broken(17, BreakReason::ColumnMismatch { column: "event" })
     );
-    let event_name = "UPDATE audit_records SET event = 'test.append' WHERE seq = 17";
+    let event_name = "UPDATE audit_records SET event = 'credentials.authorized' WHERE seq = 17";
     assert_eq!(db.exec(event_name).await, 1);
 
     // A deleted record, then a chain cut short at its tail.
@@ -910,7 +910,7 @@ async fn verify_a_million_sqlite_records() {
             .bind(prev.as_bytes().as_slice())
             .bind(hash.as_bytes().as_slice())
             .bind(event.text())
-            .bind(&event.event().event)
+            .bind(event.event().event.as_str())
             .bind(event.time_text())
             .bind(&actor.issuer)
             .bind(&actor.subject)
@@ -1038,7 +1038,7 @@ impl TestDb {
 
 fn event(writer: &str, i: u64) -> AuditEvent {
     AuditEvent {
-        event: "test.append".to_owned(),
+        event: audit::EventKind::CredentialsAuthorized,
         time: base_time() + TimeDelta::milliseconds(i64::try_from(i).unwrap()),
         actor: Some(Actor {
             issuer: "https://idp.example.test".to_owned(),

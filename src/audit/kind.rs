@@ -1,0 +1,114 @@
+//! [`EventKind`]: the closed list of audit event names.
+//!
+//! Pure data. Each kind serializes to its dotted name (`credentials.issued`), which is what the
+//! canonical JSON holds and the chain hashes, so records written before this type existed read
+//! and verify unchanged. A new kind is a new variant here, never a string literal at a call site.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What an audit record is about.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, PartialEq, Serialize)]
+pub enum EventKind {
+    /// The policy allowed a grant; written before STS is called.
+    #[serde(rename = "credentials.authorized")]
+    CredentialsAuthorized,
+    /// The policy, an invariant or the catalog refused a grant.
+    #[serde(rename = "credentials.denied")]
+    CredentialsDenied,
+    /// An allowed grant could not be carried out (session invalid, STS refused or failed).
+    #[serde(rename = "credentials.failed")]
+    CredentialsFailed,
+    /// STS minted the credentials; written before they are returned.
+    #[serde(rename = "credentials.issued")]
+    CredentialsIssued,
+    /// A principal went over its grant rate; written once per window, not per request.
+    #[serde(rename = "credentials.rate_limited")]
+    CredentialsRateLimited,
+    /// A new policy was invalid; the previous one stays in force.
+    #[serde(rename = "policy.reload_failed")]
+    PolicyReloadFailed,
+    /// A new policy is about to take effect; written before it does.
+    #[serde(rename = "policy.reloaded")]
+    PolicyReloaded,
+    /// The server started.
+    #[serde(rename = "server.started")]
+    ServerStarted,
+}
+
+impl EventKind {
+    /// Every kind, in alphabetical order of its name.
+    pub const ALL: [EventKind; 8] = [
+        EventKind::CredentialsAuthorized,
+        EventKind::CredentialsDenied,
+        EventKind::CredentialsFailed,
+        EventKind::CredentialsIssued,
+        EventKind::CredentialsRateLimited,
+        EventKind::PolicyReloadFailed,
+        EventKind::PolicyReloaded,
+        EventKind::ServerStarted,
+    ];
+
+    /// The dotted name, as stored and hashed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::CredentialsAuthorized => "credentials.authorized",
+            EventKind::CredentialsDenied => "credentials.denied",
+            EventKind::CredentialsFailed => "credentials.failed",
+            EventKind::CredentialsIssued => "credentials.issued",
+            EventKind::CredentialsRateLimited => "credentials.rate_limited",
+            EventKind::PolicyReloadFailed => "policy.reload_failed",
+            EventKind::PolicyReloaded => "policy.reloaded",
+            EventKind::ServerStarted => "server.started",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_serializes_to_its_dotted_name_and_back() {
+        for kind in EventKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(kind.to_string(), kind.as_str());
+            let back: EventKind = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, kind);
+        }
+    }
+
+    #[test]
+    fn a_record_written_with_a_string_event_reads_back_and_hashes_the_same() {
+        // The canonical text of a `credentials.denied` record as written before events were typed.
+        let stored = concat!(
+            r#"{"actor":{"email":null,"groups":[],"issuer":"https://idp","subject":"s"},"#,
+            r#""client_addr":null,"decision":"deny","details":{"reasons":["unknown role `x`"]},"#,
+            r#""event":"credentials.denied","request_id":null,"target":{"role":"x"},"#,
+            r#""time":"2026-11-28T13:48:00.000000Z","user_agent":null}"#
+        );
+        let event: crate::audit::AuditEvent = serde_json::from_str(stored).unwrap();
+        assert_eq!(event.event, EventKind::CredentialsDenied);
+        let again = crate::audit::CanonicalEvent::new(event).unwrap();
+        assert_eq!(again.text(), stored);
+    }
+
+    #[test]
+    fn an_unknown_name_does_not_read_as_a_kind() {
+        assert!(serde_json::from_str::<EventKind>("\"credentials.Issued\"").is_err());
+    }
+}
