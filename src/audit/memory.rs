@@ -50,7 +50,7 @@ impl ChainStore for MemoryChain {
             prev_hash: prev.as_bytes().to_vec(),
             hash: hash.as_bytes().to_vec(),
             canonical: event.text().to_owned(),
-            event: ev.event.clone(),
+            event: ev.event.as_str().to_owned(),
             time: event.time_text(),
             actor_issuer: ev.actor.as_ref().map(|a| a.issuer.clone()),
             actor_subject: ev.actor.as_ref().map(|a| a.subject.clone()),
@@ -137,14 +137,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::audit::{Verification, verify_store};
+    use crate::audit::{EventKind, Verification, verify_store};
 
     #[tokio::test]
     async fn a_memory_chain_verifies_and_a_refused_event_is_not_recorded() {
         let chain = Arc::new(MemoryChain::default());
-        let recorder = MemoryRecorder::new(Arc::clone(&chain)).refusing("test.refused");
-        let event = |name: &str| AuditEvent {
-            event: name.into(),
+        let recorder = MemoryRecorder::new(Arc::clone(&chain)).refusing("credentials.denied");
+        let event = |kind: EventKind| AuditEvent {
+            event: kind,
             time: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             actor: None,
             target: json!(null),
@@ -154,12 +154,26 @@ mod tests {
             user_agent: None,
             request_id: None,
         };
-        assert_eq!(recorder.append(event("test.ok")).await.unwrap().seq, 1);
+        assert_eq!(
+            recorder
+                .append(event(EventKind::CredentialsIssued))
+                .await
+                .unwrap()
+                .seq,
+            1
+        );
         assert!(matches!(
-            recorder.append(event("test.refused")).await,
+            recorder.append(event(EventKind::CredentialsDenied)).await,
             Err(AuditError::Unavailable(_))
         ));
-        assert_eq!(recorder.append(event("test.ok")).await.unwrap().seq, 2);
+        assert_eq!(
+            recorder
+                .append(event(EventKind::CredentialsIssued))
+                .await
+                .unwrap()
+                .seq,
+            2
+        );
         let verification = verify_store(chain.as_ref(), &ChainKey::Sha256, 1)
             .await
             .unwrap();

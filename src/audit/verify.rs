@@ -361,7 +361,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::audit::{Actor, AuditEvent, CanonicalEvent};
+    use crate::audit::{Actor, AuditEvent, CanonicalEvent, EventKind};
 
     /// Builds a chain the way a store does.
     fn chain(key: &ChainKey, n: i64) -> (Vec<StoredAuditRecord>, ChainHead) {
@@ -551,7 +551,7 @@ mod tests {
                 prev_hash: prev.as_bytes().to_vec(),
                 hash: hash.as_bytes().to_vec(),
                 canonical: event.text().to_owned(),
-                event: event.event().event.clone(),
+                event: event.event().event.as_str().to_owned(),
                 time: event.time_text(),
                 actor_issuer: None,
                 actor_subject: None,
@@ -562,9 +562,9 @@ mod tests {
         (out, ChainHead { seq, hash: prev })
     }
 
-    fn plain(name: &str, details: serde_json::Value) -> AuditEvent {
+    fn plain(kind: EventKind, details: serde_json::Value) -> AuditEvent {
         AuditEvent {
-            event: name.into(),
+            event: kind,
             time: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
             actor: None,
             target: json!(null),
@@ -577,7 +577,7 @@ mod tests {
     }
 
     fn started(key: &ChainKey) -> AuditEvent {
-        plain("server.started", json!({"chain": key.params()}))
+        plain(EventKind::ServerStarted, json!({"chain": key.params()}))
     }
 
     fn anchored(key: &ChainKey, records: &[StoredAuditRecord], anchors: Anchors) -> Verification {
@@ -680,7 +680,10 @@ mod tests {
     fn a_regrown_chain_differs_from_the_stream_at_its_first_record() {
         let key = ChainKey::Sha256;
         let (old, _) = chain(&key, 3);
-        let (new, _) = build(&[(key.clone(), plain("test.event", json!({"new": 1})))]);
+        let (new, _) = build(&[(
+            key.clone(),
+            plain(EventKind::CredentialsIssued, json!({"new": 1})),
+        )]);
         assert_eq!(
             broken_at(anchored(&key, &new, stream_of(&old))),
             (
@@ -697,8 +700,8 @@ mod tests {
         let key = ChainKey::hmac(&[7; 32]).unwrap();
         let events = [
             started(&key),
-            plain("test.event", json!({"n": 1})),
-            plain("test.event", json!({"n": 2})),
+            plain(EventKind::CredentialsIssued, json!({"n": 1})),
+            plain(EventKind::CredentialsIssued, json!({"n": 2})),
         ];
         let keyed: Vec<_> = events.iter().map(|e| (key.clone(), e.clone())).collect();
         let (records, head) = build(&keyed);
@@ -750,7 +753,10 @@ mod tests {
         let sha = ChainKey::Sha256;
         let (records, head) = build(&[
             (sha.clone(), started(&sha)),
-            (sha.clone(), plain("test.event", json!(null))),
+            (
+                sha.clone(),
+                plain(EventKind::CredentialsIssued, json!(null)),
+            ),
             (sha.clone(), started(&key)),
         ]);
         assert_eq!(
@@ -768,7 +774,7 @@ mod tests {
             (sha.clone(), started(&sha)),
             (
                 sha.clone(),
-                plain("server.started", json!({"chain": "sha256"})),
+                plain(EventKind::ServerStarted, json!({"chain": "sha256"})),
             ),
         ]);
         assert!(matches!(
@@ -776,7 +782,7 @@ mod tests {
             (2, BreakReason::ParamsUnreadable(_))
         ));
         // Records written before chains declared anything still verify.
-        let (records, head) = build(&[(sha.clone(), plain("server.started", json!({})))]);
+        let (records, head) = build(&[(sha.clone(), plain(EventKind::ServerStarted, json!({})))]);
         assert!(matches!(
             verify_records(&sha, &records, &head),
             Verification::Intact { count: 1, .. }

@@ -151,7 +151,7 @@ async fn with_every_record_written_the_credentials_are_returned() {
 }
 
 /// The stored records as (event, details).
-async fn records(store: &Arc<dyn Store>) -> Vec<(String, serde_json::Value)> {
+async fn records(store: &Arc<MemoryChain>) -> Vec<(String, serde_json::Value)> {
     store
         .audit_page(0, 1000)
         .await

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use latchkey::audit::{
     self, Actor, Anchor, AnchorSource, Anchors, AuditError, AuditEvent, AuditRecord, Auditor,
-    BreakReason, CanonicalEvent, ChainHash, ChainKey, ChainStore, ChainStoreError, Outcome, Sink,
-    SinkConfig, Verification,
+    BreakReason, CanonicalEvent, ChainHash, ChainKey, ChainStore, ChainStoreError, EventKind,
+    Outcome, Sink, SinkConfig, Verification,
 };
 use latchkey::store::{self, Store};
 use serde_json::json;
@@ -1099,7 +1099,7 @@ async fn write_history(
         .unwrap();
     let auditor = Auditor::new(chain_of(store), key.clone(), sink);
     let started = AuditEvent {
-        event: "server.started".to_owned(),
+        event: EventKind::ServerStarted,
         time: base_time(),
         actor: None,
         target: json!(null),

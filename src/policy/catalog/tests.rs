@@ -50,7 +50,7 @@ fn grant_time_input(set: &PolicySet) -> Result<AssumeRoleInput, crate::aws::Inpu
     AssumeRoleInput::new(AssumeRoleParams {
         role_arn: role.arn().to_string(),
         session_name: SessionName::for_user("alice", "0123456789abcdef"),
-        source_identity: SourceIdentity::for_principal("https://idp#alice"),
+        source_identity: SourceIdentity::for_principal("alice", "https://idp", "alice"),
         duration_secs: 3600,
         tags,
         transitive_tag_keys: Vec::new(),

@@ -1,6 +1,6 @@
 //! The error mapping seen through the router, in process: `router(state).oneshot(request)` with a
 //! real token from a loopback development issuer, the shipped policy, an in-memory SQLite store
-//! (wrapped to refuse one chosen event) and a fake `Aws`.
+//! (its chain wrapped to refuse one chosen event) and a fake `Aws`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::audit::{
-    AuditRecord, Auditor, CanonicalEvent, ChainHead, ChainKey, Sink, SinkConfig, StoredAuditRecord,
+    AuditRecord, Auditor, CanonicalEvent, ChainHead, ChainKey, ChainStore, ChainStoreError, Sink,
+    SinkConfig, StoredAuditRecord,
 };
 use crate::aws::{AssumeRoleInput, Aws, AwsError, IssuedCredentials, Secret};
 use crate::broker::{Broker, Ports};
@@ -22,7 +23,7 @@ use crate::dev::{DevIssuer, DevUser};
 use crate::oidc::{Authenticator, KeyStore};
 use crate::policy::PolicySet;
 use crate::server::{AppState, router};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 struct App {
     router: Router,
@@ -33,39 +34,33 @@ struct App {
     _dir: tempfile::TempDir,
 }
 
-/// A real store that refuses to append one kind of event.
-struct RefusingStore {
+/// A real store's chain that refuses to append one kind of event.
+struct RefusingChain {
     inner: Arc<dyn Store>,
     refuse: &'static str,
 }
 
 #[async_trait::async_trait]
-impl Store for RefusingStore {
+impl ChainStore for RefusingChain {
     async fn append_audit(
         &self,
         event: &CanonicalEvent,
         key: &ChainKey,
-    ) -> Result<AuditRecord, StoreError> {
+    ) -> Result<AuditRecord, ChainStoreError> {
         if event.event().event == self.refuse {
-            return Err(StoreError::Unavailable("disk full".into()));
+            return Err(ChainStoreError::Unavailable("disk full".into()));
         }
         self.inner.append_audit(event, key).await
     }
-    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+    async fn audit_head(&self) -> Result<ChainHead, ChainStoreError> {
         self.inner.audit_head().await
     }
     async fn audit_page(
         &self,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
+    ) -> Result<Vec<StoredAuditRecord>, ChainStoreError> {
         self.inner.audit_page(after, limit).await
-    }
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
     }
 }
 
@@ -129,9 +124,9 @@ attributes = ["department"]
         keys,
         Arc::clone(&shared),
     ));
-    let inner = crate::store::connect("sqlite::memory:").await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(RefusingStore {
-        inner: Arc::clone(&inner),
+    let store = crate::store::connect("sqlite::memory:").await.unwrap();
+    let chain: Arc<dyn ChainStore> = Arc::new(RefusingChain {
+        inner: Arc::clone(&store),
         refuse,
     });
     let sink = Sink::open(&SinkConfig::File(dir.path().join("audit.jsonl")))
@@ -142,7 +137,7 @@ attributes = ["department"]
     let broker = Arc::new(Broker::new(Ports {
         providers: config.oidc.providers.clone(),
         store: Arc::clone(&store),
-        auditor: Arc::new(Auditor::new(Arc::clone(&store), ChainKey::Sha256, sink)),
+        auditor: Arc::new(Auditor::new(chain, ChainKey::Sha256, sink)),
         aws: Arc::clone(&aws) as Arc<dyn Aws>,
         policy: PolicySet::load(&policies).unwrap(),
         clock: Arc::clone(&shared),
@@ -161,7 +156,7 @@ attributes = ["department"]
     let token_without_department = issuer.mint(&user(None), clock.unix(), 600).unwrap();
     App {
         router: router(AppState { broker, auth }, &config.server),
-        store: inner,
+        store,
         aws,
         token,
         token_without_department,
