@@ -140,6 +140,80 @@ pub struct RoleStatus {
     pub determining_policies: Vec<String>,
 }
 
+/// `POST /v1/ssh/keys`: push a public key to one instance of a target for 60 seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeyRequest {
+    /// The catalog name of the target.
+    pub target: String,
+    /// The OS user to log in as; must be one of the target's `os_users`.
+    pub os_user: String,
+    /// One OpenSSH public key line: `type base64 [comment]`.
+    pub public_key: String,
+    /// One of the target's instances; the first when absent.
+    pub instance_id: Option<String>,
+}
+
+/// The answer to `POST /v1/ssh/keys`: where to connect, as whom, and until when the key works.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshKeyResponse {
+    /// The grant's id, also in the audit records.
+    pub grant_id: String,
+    /// The catalog name of the target.
+    pub target: String,
+    /// The instance the key was pushed to.
+    pub instance_id: String,
+    /// What ssh connects to, when the catalog names it.
+    pub host: Option<String>,
+    /// The SSH port.
+    pub port: u16,
+    /// The OS user the key was pushed for.
+    pub os_user: String,
+    /// The key's SHA-256 fingerprint, as `ssh-keygen -l` prints it (`SHA256:...`).
+    pub fingerprint: String,
+    /// When EC2 Instance Connect stops accepting the key: push time + 60 s, RFC 3339 UTC.
+    pub expires_at: String,
+    /// The target's pinned host keys (OpenSSH public key lines); empty when none are pinned.
+    pub host_keys: Vec<String>,
+}
+
+/// `GET /v1/targets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetsResponse {
+    /// Every catalog target, in catalog order.
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One SSH target and, per OS user, whether the caller may log in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// The catalog name.
+    pub name: String,
+    /// What ssh connects to, when the catalog names it.
+    pub host: Option<String>,
+    /// The SSH port.
+    pub port: u16,
+    /// The target's instances.
+    pub instance_ids: Vec<String>,
+    /// The target's pinned host keys.
+    pub host_keys: Vec<String>,
+    /// One entry per OS user of the target.
+    pub os_users: Vec<OsUserStatus>,
+}
+
+/// Whether the caller may log in to a target as one OS user, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsUserStatus {
+    /// The OS user.
+    pub os_user: String,
+    /// `allowed` or `denied`.
+    pub status: String,
+    /// Why, for a person.
+    pub reasons: Vec<String>,
+    /// The policies that decided.
+    pub determining_policies: Vec<String>,
+}
+
 /// An RFC 9457 problem document, as every error is answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
