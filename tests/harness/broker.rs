@@ -91,6 +91,10 @@ pub fn write_config(dir: &Path, opts: &BrokerOptions, listen: &str) -> PathBuf {
              cli_client_id = \"latchkey-cli\"\ngroups_claim = \"groups\"\n\
              attributes = [\"department\"]\nmfa_amr = [\"mfa\"]\n"
         ));
+        // The test IdP serves plain http on loopback, which a provider must opt into.
+        if issuer.starts_with("http://") {
+            text.push_str("dangerous_plain_http = true\n");
+        }
     }
     let path = dir.join("latchkey.toml");
     std::fs::write(&path, text).unwrap();
