@@ -21,6 +21,9 @@ use clap::{Parser, Subcommand};
 /// Exit code for a bad configuration (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
 
+/// Exit code for a usage error (bad arguments), the code clap itself uses.
+pub const EXIT_USAGE: u8 = 2;
+
 /// latchkey: short-lived AWS access for people who logged in with their identity provider.
 #[derive(Debug, Parser)]
 #[command(name = "latchkey", version, about)]
@@ -110,24 +113,35 @@ pub fn main() -> ExitCode {
             | Command::Login(_)
             | Command::Logout(_)
             | Command::Roles(_)
-            | Command::Whoami(_) => ExitCode::from(2),
+            | Command::Whoami(_) => ExitCode::from(EXIT_USAGE),
         }
     })
 }
 
 /// Sets up logging to stderr: JSON lines for services, text for interactive commands.
-/// `RUST_LOG` overrides the level (default `info`).
+/// `RUST_LOG` overrides the level (default `info`). Colour only on a terminal, and never with
+/// `NO_COLOR` set: escape codes in a log file or a pipe are noise to whatever reads it.
 fn init_logging(json: bool) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = !json
+        && std::io::stderr().is_terminal()
+        && use_colour(std::env::var_os("NO_COLOR").as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.compact().try_init()
     };
+}
+
+/// Whether `NO_COLOR` (<https://no-color.org>) allows colour: only when unset or empty.
+fn use_colour(no_color: Option<&std::ffi::OsStr>) -> bool {
+    no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 #[cfg(test)]
@@ -139,5 +153,12 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_color_set_to_anything_turns_colour_off() {
+        assert!(use_colour(None));
+        assert!(use_colour(Some(std::ffi::OsStr::new(""))));
+        assert!(!use_colour(Some(std::ffi::OsStr::new("1"))));
     }
 }
