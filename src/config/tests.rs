@@ -93,7 +93,7 @@ fn plain_http_is_refused_off_loopback() {
 
 #[test]
 fn tls_files_are_required_without_plain_http() {
-    let text = plain("").replace("dangerous_plain_http = true", "");
+    let text = plain("").replacen("dangerous_plain_http = true", "", 1);
     let err = Config::from_toml(&text, base(), &no_env()).unwrap_err();
     let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(paths, vec!["server.tls_cert", "server.tls_key"]);
