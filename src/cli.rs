@@ -26,7 +26,7 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// latchkey: short-lived AWS access for people who logged in with their identity provider.
 #[derive(Debug, Parser)]
-#[command(name = "latchkey", version, about)]
+#[command(name = "latchkey", version)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,7 +45,7 @@ enum Command {
     /// Print temporary AWS credentials for a role as `credential_process` JSON.
     Credentials(credentials::RoleArgs),
     /// The local development sandbox (loopback only; never for production).
-    Dev(dev::DevArgs),
+    Dev(Box<dev::DevArgs>),
     /// Print shell lines that export temporary AWS credentials for a role.
     Env(credentials::EnvArgs),
     /// Run a command with temporary AWS credentials for a role in its environment.
@@ -102,7 +102,7 @@ pub fn main() -> ExitCode {
         match command {
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Config(cmd) => config::run(cmd),
-            Command::Dev(args) => dev::run(args).await,
+            Command::Dev(args) => dev::run(*args).await,
             Command::Policy(cmd) => policy::run(cmd),
             Command::Server { config } => server::run(&config).await,
             // Dispatched above, before any runtime starts.
@@ -153,6 +153,27 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn issue_7_help_does_not_mention_ssh_before_it_exists() {
+        fn walk(cmd: &mut clap::Command, path: &str, found: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            if help.to_lowercase().contains("ssh") {
+                found.push(format!("{path}:\n{help}"));
+            }
+            for sub in cmd.get_subcommands_mut() {
+                let path = format!("{path} {}", sub.get_name());
+                walk(sub, &path, found);
+            }
+        }
+        let mut found = Vec::new();
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&mut cmd, "latchkey", &mut found);
+        assert!(found.is_empty(), "{}", found.join("\n"));
+        let top = Cli::command().render_long_help().to_string();
+        assert!(top.starts_with("latchkey: short-lived AWS access"), "{top}");
     }
 
     #[test]
