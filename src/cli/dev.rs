@@ -80,15 +80,16 @@ struct Common {
 }
 
 pub(super) async fn run(args: DevArgs) -> ExitCode {
-    if args.command.is_none()
-        && let Err(e) = aws_target(args.run.aws_endpoint.as_ref(), args.run.dangerous_real_aws)
-    {
-        eprintln!("latchkey dev: {e}");
-        return ExitCode::from(super::EXIT_USAGE);
-    }
     let result = match args.command {
         Some(DevCmd::Token { user, common, ttl }) => token(&user, &common, ttl),
-        None => serve(args.run).await,
+        None => match aws_target(args.run.aws_endpoint.as_ref(), args.run.dangerous_real_aws) {
+            Ok(aws) => serve(args.run, aws).await,
+            // A usage error: refused before anything is created or started.
+            Err(e) => {
+                eprintln!("latchkey dev: {e}");
+                return ExitCode::from(super::EXIT_USAGE);
+            }
+        },
     };
     match result {
         Ok(code) => code,
@@ -118,11 +119,10 @@ fn token(user: &str, common: &Common, ttl: i64) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn serve(args: RunArgs, aws: AwsTarget) -> anyhow::Result<ExitCode> {
     super::init_logging(false);
     require_loopback(args.listen)?;
     require_loopback(args.issuer_listen)?;
-    let aws = aws_target(args.aws_endpoint.as_ref(), args.dangerous_real_aws)?;
     let dir = &args.common.state_dir;
     ensure_state_dir(dir)?;
     let dir = dir.canonicalize()?;
