@@ -30,6 +30,20 @@ pub fn latchkey(args: &[&str]) -> Command {
     c
 }
 
+/// Runs `command` to its end with stdout and stderr captured. One still running after `within`
+/// is killed, and the test fails: a refusal must come at once, not after starting to serve.
+pub async fn output_within(command: Command, within: Duration) -> Output {
+    let what = format!("{command:?}");
+    let mut c = tokio::process::Command::from(command);
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tokio::time::timeout(within, c.output())
+        .await
+        .unwrap_or_else(|_| panic!("still running after {within:?}: {what}"))
+        .unwrap()
+}
+
 /// A running `latchkey dev`.
 pub struct DevSandbox {
     /// `https://127.0.0.1:PORT`: the broker.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::harness::cli::{stderr, stdout};
-use crate::harness::sandbox::{DevSandbox, SandboxScript, latchkey, terminate};
+use crate::harness::sandbox::{DevSandbox, SandboxScript, latchkey, output_within, terminate};
 use crate::harness::{free_port, poll_until};
 
 /// How long a refusal may take: it must come before anything is built or started.
@@ -57,15 +57,14 @@ async fn issue_7_logs_written_to_a_file_carry_no_colour_codes() {
     );
 }
 
-#[test]
-fn the_sandbox_refuses_a_non_loopback_address() {
+#[tokio::test]
+async fn the_sandbox_refuses_a_non_loopback_address() {
     let state = tempfile::tempdir().unwrap();
-    let out = latchkey(&["dev", "--aws-endpoint", "http://127.0.0.1:1"])
-        .arg("--state-dir")
+    let mut dev = latchkey(&["dev", "--aws-endpoint", "http://127.0.0.1:1"]);
+    dev.arg("--state-dir")
         .arg(state.path())
-        .args(["--listen", "0.0.0.0:18443"])
-        .output()
-        .unwrap();
+        .args(["--listen", "0.0.0.0:18443"]);
+    let out = output_within(dev, REFUSAL_DEADLINE).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("not a loopback address"),
@@ -74,23 +73,26 @@ fn the_sandbox_refuses_a_non_loopback_address() {
     );
 }
 
-#[test]
-fn issue_7_the_sandbox_refuses_to_reach_real_aws_unless_told_to() {
+#[tokio::test]
+async fn issue_7_the_sandbox_refuses_to_reach_real_aws_unless_told_to() {
     let state = tempfile::tempdir().unwrap();
     let dev = |extra: &[&str]| {
-        latchkey(&["dev"])
-            .arg("--state-dir")
+        let mut c = latchkey(&["dev"]);
+        c.arg("--state-dir")
             .arg(state.path().join("state"))
-            .args(extra)
-            .output()
-            .unwrap()
+            .args(["--issuer-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(extra);
+        if !extra.contains(&"--listen") {
+            c.args(["--listen", &format!("127.0.0.1:{}", free_port())]);
+        }
+        output_within(c, REFUSAL_DEADLINE)
     };
     for extra in [
         &[][..],
         &["--aws-endpoint", "https://sts.us-east-1.amazonaws.com"],
         &["--aws-endpoint", "http://localhost:5000"],
     ] {
-        let out = dev(extra);
+        let out = dev(extra).await;
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
@@ -105,7 +107,7 @@ fn issue_7_the_sandbox_refuses_to_reach_real_aws_unless_told_to() {
     }
     // With the flag the AWS check passes; the next check (a non-loopback listener) stops it
     // before anything reaches AWS.
-    let out = dev(&["--dangerous-real-aws", "--listen", "0.0.0.0:18443"]);
+    let out = dev(&["--dangerous-real-aws", "--listen", "0.0.0.0:18443"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("not a loopback address"),
@@ -114,23 +116,22 @@ fn issue_7_the_sandbox_refuses_to_reach_real_aws_unless_told_to() {
     );
 }
 
-#[test]
-fn issue_7_the_sandbox_refuses_a_state_directory_others_can_change() {
+#[tokio::test]
+async fn issue_7_the_sandbox_refuses_a_state_directory_others_can_change() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let dev = || {
-        latchkey(&["dev", "--aws-endpoint", "http://127.0.0.1:1"])
-            .arg("--state-dir")
+        let mut c = latchkey(&["dev", "--aws-endpoint", "http://127.0.0.1:1"]);
+        c.arg("--state-dir")
             .arg(&state)
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--issuer-listen", &format!("127.0.0.1:{}", free_port())])
-            .output()
-            .unwrap()
+            .args(["--issuer-listen", &format!("127.0.0.1:{}", free_port())]);
+        output_within(c, REFUSAL_DEADLINE)
     };
     for mode in [0o777, 0o770, 0o702] {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(mode)).unwrap();
-        let out = dev();
+        let out = dev().await;
         assert_eq!(out.status.code(), Some(1), "{mode:o}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("group or others may write to it"),
@@ -143,11 +144,9 @@ fn issue_7_the_sandbox_refuses_a_state_directory_others_can_change() {
         );
     }
     // `dev token` reads the issuer's key from there: refused too.
-    let out = latchkey(&["dev", "token", "alice"])
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .unwrap();
+    let mut token = latchkey(&["dev", "token", "alice"]);
+    token.arg("--state-dir").arg(&state);
+    let out = output_within(token, REFUSAL_DEADLINE).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("group or others may write to it"));
 
@@ -155,7 +154,7 @@ fn issue_7_the_sandbox_refuses_a_state_directory_others_can_change() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
     if latchkey::client::files::current_uid() == Some(0) {
         std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
-        let out = dev();
+        let out = dev().await;
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("owned by another user"),
