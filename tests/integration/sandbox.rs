@@ -287,6 +287,12 @@ async fn issue_7_the_sandbox_script_runs_and_its_printed_instructions_work() {
     let log = script.state_file("dev.log");
     assert!(log.contains("loaded the issuer's signing keys"), "{log}");
     assert!(!log.contains('\u{1b}'), "escape codes in dev.log:\n{log:?}");
+    let moto_log = script.state_file("moto.log");
+    assert!(moto_log.contains("Press CTRL+C to quit"), "{moto_log}");
+    assert!(
+        !moto_log.contains('\u{1b}'),
+        "escape codes in moto.log:\n{moto_log:?}"
+    );
 
     // SIGTERM stops the script and what it started: its ports are free again.
     drop(guard);
