@@ -21,9 +21,12 @@ use clap::{Parser, Subcommand};
 /// Exit code for a bad configuration (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
 
+/// Exit code for a usage error (bad arguments), the code clap itself uses.
+pub const EXIT_USAGE: u8 = 2;
+
 /// latchkey: short-lived AWS access for people who logged in with their identity provider.
 #[derive(Debug, Parser)]
-#[command(name = "latchkey", version, about)]
+#[command(name = "latchkey", version)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +45,7 @@ enum Command {
     /// Print temporary AWS credentials for a role as `credential_process` JSON.
     Credentials(credentials::RoleArgs),
     /// The local development sandbox (loopback only; never for production).
-    Dev(dev::DevArgs),
+    Dev(Box<dev::DevArgs>),
     /// Print shell lines that export temporary AWS credentials for a role.
     Env(credentials::EnvArgs),
     /// Run a command with temporary AWS credentials for a role in its environment.
@@ -99,7 +102,7 @@ pub fn main() -> ExitCode {
         match command {
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Config(cmd) => config::run(cmd),
-            Command::Dev(args) => dev::run(args).await,
+            Command::Dev(args) => dev::run(*args).await,
             Command::Policy(cmd) => policy::run(cmd),
             Command::Server { config } => server::run(&config).await,
             // Dispatched above, before any runtime starts.
@@ -110,24 +113,35 @@ pub fn main() -> ExitCode {
             | Command::Login(_)
             | Command::Logout(_)
             | Command::Roles(_)
-            | Command::Whoami(_) => ExitCode::from(2),
+            | Command::Whoami(_) => ExitCode::from(EXIT_USAGE),
         }
     })
 }
 
 /// Sets up logging to stderr: JSON lines for services, text for interactive commands.
-/// `RUST_LOG` overrides the level (default `info`).
+/// `RUST_LOG` overrides the level (default `info`). Colour only on a terminal, and never with
+/// `NO_COLOR` set: escape codes in a log file or a pipe are noise to whatever reads it.
 fn init_logging(json: bool) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = !json
+        && std::io::stderr().is_terminal()
+        && use_colour(std::env::var_os("NO_COLOR").as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.compact().try_init()
     };
+}
+
+/// Whether `NO_COLOR` (<https://no-color.org>) allows colour: only when unset or empty.
+fn use_colour(no_color: Option<&std::ffi::OsStr>) -> bool {
+    no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 #[cfg(test)]
@@ -139,5 +153,33 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn issue_7_help_does_not_mention_ssh_before_it_exists() {
+        fn walk(cmd: &mut clap::Command, path: &str, found: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            if help.to_lowercase().contains("ssh") {
+                found.push(format!("{path}:\n{help}"));
+            }
+            for sub in cmd.get_subcommands_mut() {
+                let path = format!("{path} {}", sub.get_name());
+                walk(sub, &path, found);
+            }
+        }
+        let mut found = Vec::new();
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&mut cmd, "latchkey", &mut found);
+        assert!(found.is_empty(), "{}", found.join("\n"));
+        let top = Cli::command().render_long_help().to_string();
+        assert!(top.starts_with("latchkey: short-lived AWS access"), "{top}");
+    }
+
+    #[test]
+    fn no_color_set_to_anything_turns_colour_off() {
+        assert!(use_colour(None));
+        assert!(use_colour(Some(std::ffi::OsStr::new(""))));
+        assert!(!use_colour(Some(std::ffi::OsStr::new("1"))));
     }
 }

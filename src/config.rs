@@ -365,12 +365,11 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
             None
         }
         (false, Some(cert), Some(key)) => {
+            // INVARIANT: no early return before `f.finish()`: a missing file must not hide the
+            // section's other errors (unknown keys, bad limits).
             let cert = existing_file(&mut f, "server.tls_cert", base, cert);
             let key = existing_file(&mut f, "server.tls_key", base, key);
-            Some(TlsFiles {
-                cert: cert?,
-                key: key?,
-            })
+            cert.zip(key).map(|(cert, key)| TlsFiles { cert, key })
         }
         (false, cert, key) => {
             for (name, v) in [
@@ -545,11 +544,12 @@ fn parse_provider(
     let email_verified: Option<String> = f.optional("email_verified");
     let session_name_claim: Option<String> = f.optional("session_name_claim");
     let cli_scopes: Option<Vec<String>> = f.optional("cli_scopes");
+    let plain_http: bool = f.optional("dangerous_plain_http").unwrap_or(false);
 
-    let issuer = issuer.and_then(|i| match check_issuer(&i) {
+    let issuer = issuer.and_then(|i| match check_issuer(&i, plain_http) {
         Ok(()) => Some(i),
-        Err(m) => {
-            f.error(f.path_of("issuer"), m);
+        Err((key, m)) => {
+            f.error(f.path_of(key), m);
             None
         }
     });
@@ -690,19 +690,46 @@ fn parse_policy(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
     })
 }
 
-/// An issuer must be an absolute https URL without query or fragment; plain http only on
-/// loopback (tests and the sandbox).
-fn check_issuer(issuer: &str) -> Result<(), String> {
-    let url = Url::parse(issuer).map_err(|_| format!("`{issuer}` is not a URL"))?;
+/// An issuer must be an absolute https URL without query or fragment. Plain http needs the
+/// provider's `dangerous_plain_http = true` AND a loopback IP literal (tests and the sandbox);
+/// the flag on an https issuer is refused too, so it never lingers unnoticed. On error, the key
+/// at fault (`issuer` or `dangerous_plain_http`) and the message.
+///
+/// SECURITY: the keys are fetched from the issuer's discovery document, which must name this
+/// same issuer (`oidc::keystore`), so refusing a plain-http issuer here also refuses fetching
+/// its discovery in clear text. `localhost` is refused like any name: it goes through the
+/// resolver (`/etc/hosts`, NSS, DNS search lists), which may map it off the machine, while
+/// `127.0.0.1` and `[::1]` cannot leave it.
+fn check_issuer(issuer: &str, dangerous_plain_http: bool) -> Result<(), (&'static str, String)> {
+    let url = Url::parse(issuer).map_err(|_| ("issuer", format!("`{issuer}` is not a URL")))?;
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("`{issuer}` must not have a query or fragment"));
+        return Err((
+            "issuer",
+            format!("`{issuer}` must not have a query or fragment"),
+        ));
     }
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_host(&url) => Ok(()),
-        _ => Err(format!(
-            "`{issuer}` must use https (plain http only on a loopback address)"
+    match (url.scheme(), dangerous_plain_http) {
+        ("https", false) => Ok(()),
+        ("https", true) => Err((
+            "dangerous_plain_http",
+            format!("must not be set: `{issuer}` uses https"),
         )),
+        ("http", true) if is_loopback_host(&url) => Ok(()),
+        ("http", true) => Err((
+            "issuer",
+            format!(
+                "`{issuer}` uses plain http, allowed only on a loopback address \
+                 (`127.0.0.0/8` or `[::1]`, not a name such as `localhost`)"
+            ),
+        )),
+        ("http", false) => Err((
+            "issuer",
+            format!(
+                "`{issuer}` must use https (plain http needs `dangerous_plain_http = true` \
+                 and a loopback address)"
+            ),
+        )),
+        _ => Err(("issuer", format!("`{issuer}` must use https"))),
     }
 }
 

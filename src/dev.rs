@@ -28,7 +28,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use url::Url;
+
 use crate::clock::SharedClock;
+use crate::config::is_loopback_host;
 
 /// The client id the sandbox's CLI logs in with.
 pub const DEV_CLIENT_ID: &str = "latchkey-cli";
@@ -36,6 +39,13 @@ pub const DEV_CLIENT_ID: &str = "latchkey-cli";
 /// Why the development material could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
+    /// The sandbox would reach AWS itself rather than a local stand-in, and nobody said so.
+    #[error(
+        "{0}; the sandbox talks to a local AWS stand-in such as moto \
+         (`--aws-endpoint http://127.0.0.1:5000`); pass `--dangerous-real-aws` to let it reach \
+         real AWS with your default credentials"
+    )]
+    AwsNotLocal(String),
     /// A file could not be read or written.
     #[error("`{path}`: {reason}")]
     File {
@@ -50,6 +60,14 @@ pub enum DevError {
     /// An address is not loopback.
     #[error("`{0}` is not a loopback address; the sandbox refuses to listen anywhere else")]
     NotLoopback(SocketAddr),
+    /// The state directory could be changed by someone else.
+    #[error("refusing the sandbox state directory `{path}`: {why}")]
+    StateDir {
+        /// The directory.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The user is not in the users file.
     #[error("no demo user `{0}`")]
     UnknownUser(String),
@@ -423,6 +441,83 @@ pub fn require_loopback(addr: SocketAddr) -> Result<(), DevError> {
     }
 }
 
+/// Where the sandbox's broker sends its STS calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsTarget {
+    /// A local stand-in (moto) on a loopback address, called with dummy credentials.
+    Local(Url),
+    /// Real AWS (the default endpoints, or the endpoint given) with the default credential
+    /// chain; only with `--dangerous-real-aws`.
+    Real(Option<Url>),
+}
+
+/// Decides where the sandbox's STS calls go.
+///
+/// SECURITY: the sandbox mints tokens for demo users without a password; pointed at real AWS
+/// with someone's credentials, it would hand out real access to anyone who can reach its
+/// loopback port. So it needs a loopback `--aws-endpoint` unless `--dangerous-real-aws` says
+/// otherwise. A name such as `localhost` is not loopback here (see `config::is_loopback_host`).
+pub fn aws_target(endpoint: Option<&Url>, dangerous_real_aws: bool) -> Result<AwsTarget, DevError> {
+    match endpoint {
+        Some(u) if is_loopback_host(u) => Ok(AwsTarget::Local(u.clone())),
+        _ if dangerous_real_aws => Ok(AwsTarget::Real(endpoint.cloned())),
+        Some(u) => Err(DevError::AwsNotLocal(format!(
+            "`--aws-endpoint {u}` is not a loopback address"
+        ))),
+        None => Err(DevError::AwsNotLocal(
+            "no `--aws-endpoint` given".to_owned(),
+        )),
+    }
+}
+
+/// Creates the sandbox's state directory (0700) when it is missing, then checks it as
+/// [`check_state_dir`] does.
+pub fn ensure_state_dir(dir: &Path) -> Result<(), DevError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| file_error(dir, &e))?,
+        Err(e) => return Err(file_error(dir, &e)),
+        Ok(_) => {}
+    }
+    check_state_dir(dir)
+}
+
+/// Refuses a state directory that is a symbolic link, is owned by another user, or that group
+/// or others may write to.
+///
+/// SECURITY: the directory holds the development issuer's signing key, the CA clients are told
+/// to trust and the audit chain; whoever can replace those files can mint tokens the sandbox
+/// accepts or impersonate it. Reading is not refused: the keys inside are 0600 themselves.
+pub fn check_state_dir(dir: &Path) -> Result<(), DevError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let refuse = |why| DevError::StateDir {
+        path: dir.display().to_string(),
+        why,
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| file_error(dir, &e))?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse("it is a symbolic link"));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory"));
+    }
+    match crate::client::files::current_uid() {
+        Some(uid) if uid == meta.uid() => {}
+        Some(_) => return Err(refuse("it is owned by another user")),
+        None => return Err(refuse("cannot tell which user this process runs as")),
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(
+            "group or others may write to it (run `chmod go-w` on it, or use another directory)",
+        ));
+    }
+    Ok(())
+}
+
 fn digest(bytes: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
         .as_ref()
@@ -430,10 +525,14 @@ fn digest(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn read(path: &Path) -> Result<String, DevError> {
-    std::fs::read_to_string(path).map_err(|e| DevError::File {
+    std::fs::read_to_string(path).map_err(|e| file_error(path, &e))
+}
+
+fn file_error(path: &Path, e: &std::io::Error) -> DevError {
+    DevError::File {
         path: path.display().to_string(),
         reason: e.to_string(),
-    })
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DevError> {
@@ -459,4 +558,69 @@ fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DevError> {
     let mut f = opts.open(path).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_sandbox_needs_a_loopback_aws_endpoint_or_the_dangerous_flag() {
+        let moto = Url::parse("http://127.0.0.1:5000").unwrap();
+        let v6 = Url::parse("http://[::1]:5000").unwrap();
+        let name = Url::parse("http://localhost:5000").unwrap();
+        let real = Url::parse("https://sts.us-east-1.amazonaws.com").unwrap();
+        assert_eq!(
+            aws_target(Some(&moto), false).unwrap(),
+            AwsTarget::Local(moto.clone())
+        );
+        assert_eq!(
+            aws_target(Some(&v6), false).unwrap(),
+            AwsTarget::Local(v6.clone())
+        );
+        assert_eq!(
+            aws_target(Some(&moto), true).unwrap(),
+            AwsTarget::Local(moto)
+        );
+        for endpoint in [None, Some(&real), Some(&name)] {
+            let err = aws_target(endpoint, false).unwrap_err();
+            assert!(matches!(err, DevError::AwsNotLocal(_)), "{endpoint:?}");
+            assert!(err.to_string().contains("--dangerous-real-aws"), "{err}");
+        }
+        assert_eq!(aws_target(None, true).unwrap(), AwsTarget::Real(None));
+        assert_eq!(
+            aws_target(Some(&real), true).unwrap(),
+            AwsTarget::Real(Some(real))
+        );
+    }
+
+    #[test]
+    fn a_state_dir_others_may_write_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        ensure_state_dir(&dir).unwrap();
+        let mode = |d: &Path| std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        // Readable by others is fine; writable by group or others is not.
+        for (m, ok) in [
+            (0o755, true),
+            (0o775, false),
+            (0o757, false),
+            (0o1777, false),
+        ] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m)).unwrap();
+            let got = ensure_state_dir(&dir);
+            assert_eq!(got.is_ok(), ok, "mode {m:o}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("group or others may write"), "{e}");
+            }
+        }
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = ensure_state_dir(&link).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
 }

@@ -4,6 +4,10 @@
 //! - [`moto`]: moto's server standing in for AWS STS, and the AWS CLI (tests/.venv).
 //! - [`broker`]: latchkey itself, in process or as the real binary.
 //! - [`pg`]: a PostgreSQL schema of its own per test, dropped afterwards.
+//! - [`cli`]: a temporary home for the engineer's CLI ([`cli::CliHome`]).
+//! - [`sandbox`]: `latchkey dev` and `scripts/sandbox`.
+//!
+//! Tests wait for a condition with [`poll_until`], never with a fixed sleep.
 
 #[allow(
     dead_code,
@@ -26,6 +30,37 @@ pub mod broker;
 #[allow(dead_code, reason = "not every test uses every helper")]
 #[path = "harness/pg.rs"]
 pub mod pg;
+
+#[path = "harness/cli.rs"]
+pub mod cli;
+
+#[allow(dead_code, reason = "not every test uses every helper")]
+#[path = "harness/sandbox.rs"]
+pub mod sandbox;
+
+/// Calls `attempt` until it returns `Some`, for at most `within`; `None` when time ran out.
+/// Attempts are a few milliseconds apart: this waits for a condition, never for a guessed time.
+pub async fn poll_until<T, Fut>(
+    within: std::time::Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> Option<T>
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = attempt().await {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Time between two attempts of [`poll_until`].
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// A free TCP port on 127.0.0.1: binds port 0, reads the port the OS chose, and releases it.
 pub fn free_port() -> u16 {

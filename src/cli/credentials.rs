@@ -107,12 +107,28 @@ pub(super) fn run_exec(args: ExecArgs) -> ExitCode {
         .env_remove("AWS_DEFAULT_PROFILE");
     match cmd.status() {
         Ok(status) => ExitCode::from(exit_byte(status)),
-        Err(e) => fail(&ClientError::Other(format!(
-            "cannot run `{}`: {e}",
-            program.to_string_lossy()
-        ))),
+        Err(e) => {
+            // Like a shell: 127 when the program is not found, 126 when it cannot be run.
+            let code = spawn_error_code(&e);
+            eprintln!("latchkey: cannot run `{}`: {e}", program.to_string_lossy());
+            ExitCode::from(code)
+        }
     }
 }
+
+/// The shell's exit code for a command that could not be started: 127 when it does not
+/// exist, 126 when it exists but cannot be executed (permissions, not an executable).
+fn spawn_error_code(e: &std::io::Error) -> u8 {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        _ => EXIT_CANNOT_EXECUTE,
+    }
+}
+
+/// Exit code of `exec` when the command is not found (as sh, bash and env use).
+const EXIT_NOT_FOUND: u8 = 127;
+/// Exit code of `exec` when the command is found but cannot be executed.
+const EXIT_CANNOT_EXECUTE: u8 = 126;
 
 pub(super) fn run_env(args: EnvArgs) -> ExitCode {
     let entry = match obtain(&args.role) {

@@ -12,7 +12,10 @@ use clap::{Args, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::dev::{DevIssuer, ensure_tls, load_users, require_loopback};
+use crate::dev::{
+    AwsTarget, DevIssuer, aws_target, check_state_dir, ensure_state_dir, ensure_tls, load_users,
+    require_loopback,
+};
 use crate::server::{Server, shutdown_signal};
 
 #[derive(Debug, Args)]
@@ -51,10 +54,15 @@ struct RunArgs {
     /// The policy directory.
     #[arg(long, default_value = "policies")]
     policy_dir: PathBuf,
-    /// A local AWS stand-in (moto) for STS, loopback only; credentials are then signed with
-    /// dummy keys. Without it the broker uses the AWS default credential chain.
+    /// A local AWS stand-in (moto) for STS on a loopback address; credentials are signed with
+    /// dummy keys. Required unless `--dangerous-real-aws` is given.
     #[arg(long)]
     aws_endpoint: Option<url::Url>,
+    /// Let the sandbox reach real AWS (the default endpoints, or a non-loopback
+    /// `--aws-endpoint`) with the default credential chain. Its demo users log in without a
+    /// password, so this hands real access to anyone who can reach its port.
+    #[arg(long)]
+    dangerous_real_aws: bool,
     /// The demo user that `latchkey login --device` against this sandbox logs in as, without a
     /// password (development only).
     #[arg(long, default_value = "alice")]
@@ -74,7 +82,14 @@ struct Common {
 pub(super) async fn run(args: DevArgs) -> ExitCode {
     let result = match args.command {
         Some(DevCmd::Token { user, common, ttl }) => token(&user, &common, ttl),
-        None => serve(args.run).await,
+        None => match aws_target(args.run.aws_endpoint.as_ref(), args.run.dangerous_real_aws) {
+            Ok(aws) => serve(args.run, aws).await,
+            // A usage error: refused before anything is created or started.
+            Err(e) => {
+                eprintln!("latchkey dev: {e}");
+                return ExitCode::from(super::EXIT_USAGE);
+            }
+        },
     };
     match result {
         Ok(code) => code,
@@ -86,6 +101,7 @@ pub(super) async fn run(args: DevArgs) -> ExitCode {
 }
 
 fn token(user: &str, common: &Common, ttl: i64) -> anyhow::Result<ExitCode> {
+    check_state_dir(&common.state_dir)?;
     let issuer_url =
         std::fs::read_to_string(common.state_dir.join("issuer-url")).map_err(|_| {
             anyhow::anyhow!(
@@ -103,12 +119,12 @@ fn token(user: &str, common: &Common, ttl: i64) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn serve(args: RunArgs, aws: AwsTarget) -> anyhow::Result<ExitCode> {
     super::init_logging(false);
     require_loopback(args.listen)?;
     require_loopback(args.issuer_listen)?;
     let dir = &args.common.state_dir;
-    create_private_dir(dir)?;
+    ensure_state_dir(dir)?;
     let dir = dir.canonicalize()?;
     let users = load_users(&args.common.users)?;
     let tls = ensure_tls(&dir)?;
@@ -146,6 +162,7 @@ sink = {audit}
 issuer = {issuer}
 audiences = [{client}]
 cli_client_id = {client}
+dangerous_plain_http = true
 groups_claim = "groups"
 attributes = ["department"]
 [policy]
@@ -160,24 +177,30 @@ dir = {policy}
         issuer = q(issuer_url.clone()),
         client = q(crate::dev::DEV_CLIENT_ID.to_owned()),
         policy = q(policy_dir.display().to_string()),
-        aws = match &args.aws_endpoint {
-            Some(u) => format!(
+        aws = match &aws {
+            AwsTarget::Local(u) => format!(
                 "[aws]\nendpoint_url = {}\ndangerous_test_credentials = true\n",
                 q(u.to_string())
             ),
-            None => String::new(),
+            AwsTarget::Real(Some(u)) => format!("[aws]\nendpoint_url = {}\n", q(u.to_string())),
+            AwsTarget::Real(None) => String::new(),
         },
     );
     let config = Config::from_toml(&config_text, &dir, &Vec::new())?;
     let server = Server::build(&config, Arc::new(SystemClock)).await?;
     let listener = server.bind().await?;
-    banner(&args, &dir, &tls.ca_cert, &users);
+    banner(&args, &aws, &dir, &tls.ca_cert, &users);
     server.serve(listener, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 
-fn banner(args: &RunArgs, dir: &Path, ca: &Path, users: &[crate::dev::DevUser]) {
+fn banner(args: &RunArgs, aws: &AwsTarget, dir: &Path, ca: &Path, users: &[crate::dev::DevUser]) {
     let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    let aws = match aws {
+        AwsTarget::Local(u) => format!("local stand-in at {u}"),
+        AwsTarget::Real(Some(u)) => format!("REAL AWS at {u} (--dangerous-real-aws)"),
+        AwsTarget::Real(None) => "REAL AWS (--dangerous-real-aws)".to_owned(),
+    };
     eprintln!(
         "\n\
          ================================================================\n\
@@ -186,6 +209,7 @@ fn banner(args: &RunArgs, dir: &Path, ca: &Path, users: &[crate::dev::DevUser]) 
          ================================================================\n\
          \x20 broker:       https://{listen}\n\
          \x20 dev issuer:   http://{issuer}\n\
+         \x20 AWS:          {aws}\n\
          \x20 state:        {dir}\n\
          \x20 CA to trust:  {ca}\n\
          \x20 demo users:   {users}\n\
@@ -204,17 +228,4 @@ fn banner(args: &RunArgs, dir: &Path, ca: &Path, users: &[crate::dev::DevUser]) 
         users = names.join(", "),
         user = args.user,
     );
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)
 }

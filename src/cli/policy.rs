@@ -66,7 +66,7 @@ pub(super) struct ExplainArgs {
     /// The role.
     #[arg(long, conflicts_with = "target", required_unless_present = "target")]
     role: Option<String>,
-    /// The SSH target.
+    /// A catalog target (`[[target]]` in catalog.toml), instead of `--role`.
     #[arg(long)]
     target: Option<String>,
     /// The session length (default: the role's default duration).

@@ -18,6 +18,7 @@ url = "sqlite://state/latchkey.db"
 issuer = "http://127.0.0.1:4000"
 audiences = ["latchkey-cli"]
 cli_client_id = "latchkey-cli"
+dangerous_plain_http = true
 {extra}
 "#
     )
@@ -92,7 +93,7 @@ fn plain_http_is_refused_off_loopback() {
 
 #[test]
 fn tls_files_are_required_without_plain_http() {
-    let text = plain("").replace("dangerous_plain_http = true", "");
+    let text = plain("").replacen("dangerous_plain_http = true", "", 1);
     let err = Config::from_toml(&text, base(), &no_env()).unwrap_err();
     let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(paths, vec!["server.tls_cert", "server.tls_key"]);
@@ -132,17 +133,110 @@ fn unknown_environment_keys_are_rejected_like_file_keys() {
 }
 
 #[test]
-fn issuer_must_be_https_or_loopback_http() {
-    for (issuer, ok) in [
-        ("https://login.example.com", true),
-        ("http://127.0.0.1:4000", true),
-        ("http://[::1]:4000", true),
-        ("http://localhost:4000", false),
-        ("http://login.example.com", false),
-        ("https://login.example.com/?x=1", false),
-        ("not a url", false),
+fn issuer_must_be_https_or_flagged_loopback_http() {
+    for (issuer, plain_http, ok) in [
+        ("https://login.example.com", false, true),
+        ("https://login.example.com", true, false),
+        ("http://127.0.0.1:4000", true, true),
+        ("http://127.9.8.7:4000", true, true),
+        ("http://[::1]:4000", true, true),
+        ("http://127.0.0.1:4000", false, false),
+        ("http://[::1]:4000", false, false),
+        ("http://localhost:4000", true, false),
+        ("http://login.example.com", true, false),
+        ("http://10.0.0.1", true, false),
+        ("https://login.example.com/?x=1", false, false),
+        ("ftp://127.0.0.1", true, false),
+        ("not a url", false, false),
     ] {
-        assert_eq!(check_issuer(issuer).is_ok(), ok, "{issuer}");
+        assert_eq!(
+            check_issuer(issuer, plain_http).is_ok(),
+            ok,
+            "{issuer} dangerous_plain_http={plain_http}"
+        );
+    }
+}
+
+#[test]
+fn issue_7_plain_http_issuer_needs_the_provider_flag_and_loopback() {
+    let provider = |issuer: &str, flag: &str| {
+        let text = plain("").replace(
+            "issuer = \"http://127.0.0.1:4000\"\naudiences = [\"latchkey-cli\"]\n\
+             cli_client_id = \"latchkey-cli\"\ndangerous_plain_http = true\n",
+            &format!(
+                "issuer = \"{issuer}\"\naudiences = [\"latchkey-cli\"]\n\
+                 cli_client_id = \"latchkey-cli\"\n{flag}\n"
+            ),
+        );
+        assert!(text.contains(&format!("issuer = \"{issuer}\"")), "{text}");
+        text
+    };
+    let issues = |text: String| match Config::from_toml(&text, base(), &no_env()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .issues
+            .into_iter()
+            .map(|i| (i.path, i.message))
+            .collect::<Vec<_>>(),
+    };
+    // Without the flag: refused, and the message says what to set.
+    let got = issues(provider("http://127.0.0.1:4000", ""));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "oidc.provider[0].issuer");
+    assert!(got[0].1.contains("dangerous_plain_http = true"), "{got:?}");
+    // With the flag, but not a loopback address (a name is not one).
+    for issuer in ["http://idp.example.com", "http://localhost:4000"] {
+        let got = issues(provider(issuer, "dangerous_plain_http = true"));
+        assert_eq!(got.len(), 1, "{issuer}: {got:?}");
+        assert_eq!(got[0].0, "oidc.provider[0].issuer");
+        assert!(got[0].1.contains("loopback"), "{got:?}");
+    }
+    // The flag on an https issuer is a mistake worth reporting.
+    let got = issues(provider(
+        "https://idp.example.com",
+        "dangerous_plain_http = true",
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "oidc.provider[0].dangerous_plain_http");
+    // Flag and loopback: accepted.
+    assert!(issues(provider("http://[::1]:4000", "dangerous_plain_http = true")).is_empty());
+}
+
+#[test]
+fn issue_7_a_missing_tls_file_does_not_hide_the_sections_other_errors() {
+    let text = plain("").replace(
+        "dangerous_plain_http = true\n[store]",
+        "tls_cert = \"missing-cert.pem\"\ntls_key = \"missing-key.pem\"\n\
+             colour = \"blue\"\nmax_connections = 0\n[store]",
+    );
+    let err = Config::from_toml(&text, base(), &no_env()).unwrap_err();
+    let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    for expected in [
+        "server.tls_cert",
+        "server.tls_key",
+        "server.colour",
+        "server.max_connections",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+    assert!(err.issues[0].message.contains("missing-cert.pem"), "{err}");
+}
+
+#[test]
+fn issue_7_missing_key_and_ca_files_do_not_hide_other_errors() {
+    let extra = "ca_file = \"missing-ca.pem\"\ntoken = \"refresh\"\nshade = 1\n\
+                 [audit]\nhmac_key_file = \"missing.key\"\nsink = \"syslog\"\nhue = 2\n";
+    let err = Config::from_toml(&plain(extra), base(), &no_env()).unwrap_err();
+    let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    for expected in [
+        "oidc.provider[0].ca_file",
+        "oidc.provider[0].token",
+        "oidc.provider[0].shade",
+        "audit.hmac_key_file",
+        "audit.sink",
+        "audit.hue",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
     }
 }
 
@@ -170,6 +264,7 @@ fn duplicate_issuers_are_refused() {
 issuer = "http://127.0.0.1:4000"
 audiences = ["x"]
 cli_client_id = "x"
+dangerous_plain_http = true
 "#;
     let err = Config::from_toml(&plain(extra), base(), &no_env()).unwrap_err();
     assert_eq!(err.issues[0].path, "oidc.provider[1].issuer");

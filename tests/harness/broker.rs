@@ -95,6 +95,10 @@ pub fn write_config(dir: &Path, opts: &BrokerOptions, listen: &str) -> PathBuf {
              attributes = [\"department\"]\nmfa_amr = [\"mfa\"]\n{}\n",
             opts.provider_extra
         ));
+        // The test IdP serves plain http on loopback, which a provider must opt into.
+        if issuer.starts_with("http://") {
+            text.push_str("dangerous_plain_http = true\n");
+        }
     }
     let path = dir.join("latchkey.toml");
     std::fs::write(&path, text).unwrap();
@@ -286,17 +290,10 @@ impl Drop for BrokerProcess {
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker at {url} not ready in time"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let ready = super::poll_until(Duration::from_secs(20), || async {
+        let r = http.get(format!("{url}/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "broker at {url} not ready in time");
 }

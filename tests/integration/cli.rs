@@ -4,171 +4,15 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use serde_json::Value;
-use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use url::Url;
 
 use crate::harness::broker::{BrokerOptions, TestBroker};
-use crate::harness::idp::{self, Idp, browse_code_flow, browse_device_flow};
-
-/// A user's machine: a home directory with the XDG and AWS paths inside it.
-pub struct Home {
-    dir: TempDir,
-}
-
-impl Home {
-    pub fn new() -> Home {
-        Home {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn config_dir(&self) -> PathBuf {
-        self.path().join("config/latchkey")
-    }
-
-    pub fn cache_dir(&self) -> PathBuf {
-        self.path().join("cache/latchkey")
-    }
-
-    pub fn aws_config(&self) -> PathBuf {
-        self.path().join("aws-config")
-    }
-
-    /// `latchkey ARGS` with this home and nothing inherited that could change its behaviour.
-    pub fn cmd(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
-        c.args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.path())
-            .env("XDG_CONFIG_HOME", self.path().join("config"))
-            .env("XDG_CACHE_HOME", self.path().join("cache"))
-            .env("AWS_CONFIG_FILE", self.aws_config())
-            .env(latchkey::client::login::TEST_DEVICE_POLL_ENV, "100")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        c
-    }
-
-    pub async fn run(&self, args: &[&str]) -> Output {
-        tokio::time::timeout(Duration::from_secs(60), self.cmd(args).output())
-            .await
-            .unwrap_or_else(|_| panic!("`latchkey {}` did not finish", args.join(" ")))
-            .unwrap()
-    }
-
-    /// `latchkey login --no-browser`, playing the browser as `user` through the IdP's pages.
-    pub async fn login_code_flow(&self, broker: &TestBroker, user: &str) -> Output {
-        let ca = broker.dir.path().join("ca.pem");
-        let mut child = self
-            .cmd(&["login", "--no-browser", "--server", &broker.url])
-            .arg("--ca-cert")
-            .arg(&ca)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("the CLI prints the authorization URL")
-                .unwrap()
-                .expect("stdout ended before the URL");
-            if line.starts_with("http") {
-                break line;
-            }
-        };
-        let redirect_uri = Url::parse(&url)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "redirect_uri")
-            .map(|(_, v)| v.into_owned())
-            .expect("redirect_uri in the authorization URL");
-        assert!(
-            redirect_uri.starts_with("http://127.0.0.1:") && redirect_uri.ends_with("/callback"),
-            "{redirect_uri}"
-        );
-        let callback = browse_code_flow(&url, user, &redirect_uri).await;
-        let page = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(callback.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(page.status(), 200);
-        // Exactly one callback: the listener is gone now.
-        assert!(
-            reqwest::Client::new().get(callback).send().await.is_err(),
-            "a second callback must find nothing listening"
-        );
-        let mut out = wait(child).await;
-        out.stdout.splice(0..0, format!("{url}\n").into_bytes());
-        out
-    }
-
-    /// `latchkey login --device`, approving the printed code as `user` on the IdP's page.
-    pub async fn login_device_flow(&self, server: &str, ca: &Path, user: &str) -> Output {
-        let mut child = self
-            .cmd(&["login", "--device", "--server", server])
-            .arg("--ca-cert")
-            .arg(ca)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the CLI prints the user code")
-            .unwrap()
-            .expect("stdout ended before the user code");
-        let (uri, code) = line
-            .strip_prefix("To log in, open ")
-            .and_then(|rest| rest.split_once(" and enter the code: "))
-            .unwrap_or_else(|| panic!("unexpected device prompt: {line}"));
-        if user != "-" {
-            browse_device_flow(uri, user, code).await;
-        }
-        wait(child).await
-    }
-
-    pub fn login_json(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.config_dir().join("login.json")).unwrap())
-            .unwrap()
-    }
-
-    pub fn write_login_json(&self, v: &Value) {
-        let path = self.config_dir().join("login.json");
-        std::fs::write(&path, serde_json::to_vec(v).unwrap()).unwrap();
-    }
-}
-
-async fn wait(child: tokio::process::Child) -> Output {
-    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the CLI finished")
-        .unwrap()
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::harness::cli::{CliHome, stderr, stdout, wait};
+use crate::harness::idp::{self, Idp};
+use crate::harness::sandbox::DevSandbox;
 
 fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
@@ -183,7 +27,7 @@ pub async fn broker(idp: &Idp) -> TestBroker {
 async fn code_flow_login_stores_private_tokens_and_whoami_works() {
     let idp = idp::shared().await;
     let broker = broker(idp).await;
-    let home = Home::new();
+    let home = CliHome::new();
 
     let login = home.login_code_flow(&broker, "alice").await;
     assert!(login.status.success(), "login failed: {}", stderr(&login));
@@ -224,7 +68,7 @@ async fn code_flow_login_stores_private_tokens_and_whoami_works() {
 async fn device_flow_login_then_whoami() {
     let idp = idp::shared().await;
     let broker = broker(idp).await;
-    let home = Home::new();
+    let home = CliHome::new();
     let login = home
         .login_device_flow(&broker.url, &broker.dir.path().join("ca.pem"), "carol")
         .await;
@@ -239,7 +83,7 @@ async fn device_flow_login_then_whoami() {
 async fn an_expired_id_token_is_refreshed_silently_and_the_refresh_token_rotates() {
     let idp = idp::shared().await;
     let broker = broker(idp).await;
-    let home = Home::new();
+    let home = CliHome::new();
     assert!(home.login_code_flow(&broker, "bob").await.status.success());
     let mut stored = home.login_json();
     let old_refresh = stored["refresh_token"].clone();
@@ -273,7 +117,7 @@ async fn an_expired_id_token_is_refreshed_silently_and_the_refresh_token_rotates
 
 #[tokio::test]
 async fn not_logged_in_exits_4_with_one_line() {
-    let home = Home::new();
+    let home = CliHome::new();
     for args in [
         &["credentials", "--role", "readonly"][..],
         &["whoami"],
@@ -295,7 +139,7 @@ async fn not_logged_in_exits_4_with_one_line() {
 async fn symlinked_or_open_token_and_cache_paths_are_refused() {
     let idp = idp::shared().await;
     let broker = broker(idp).await;
-    let home = Home::new();
+    let home = CliHome::new();
     assert!(
         home.login_code_flow(&broker, "alice")
             .await
@@ -343,7 +187,7 @@ async fn symlinked_or_open_token_and_cache_paths_are_refused() {
 async fn an_untrusted_certificate_and_an_unreachable_server_are_named() {
     let idp = idp::shared().await;
     let broker = broker(idp).await;
-    let home = Home::new();
+    let home = CliHome::new();
     assert!(
         home.login_code_flow(&broker, "alice")
             .await
@@ -381,71 +225,10 @@ async fn an_untrusted_certificate_and_an_unreachable_server_are_named() {
     );
 }
 
-/// A `latchkey dev` process, killed on drop.
-struct Sandbox {
-    child: std::process::Child,
-    url: String,
-    ca: PathBuf,
-    _state: TempDir,
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn sandbox(user: &str) -> Sandbox {
-    let state = tempfile::tempdir().unwrap();
-    let (port, issuer_port) = (crate::harness::free_port(), crate::harness::free_port());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["dev", "--user", user, "--state-dir"])
-        .arg(state.path())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--issuer-listen", &format!("127.0.0.1:{issuer_port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(state.path().join("dev.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let sandbox = Sandbox {
-        child,
-        url: format!("https://127.0.0.1:{port}"),
-        ca: state.path().join("ca.pem"),
-        _state: state,
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(ca) = std::fs::read(&sandbox.ca)
-            && !ca.is_empty()
-        {
-            let http = reqwest::Client::builder()
-                .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
-                .build()
-                .unwrap();
-            if http
-                .get(format!("{}/readyz", sandbox.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
-                return sandbox;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sandbox did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_sandbox_answers_a_device_login_for_the_chosen_user() {
-    let sandbox = sandbox("bob").await;
-    let home = Home::new();
+    let sandbox = DevSandbox::start("bob").await;
+    let home = CliHome::new();
     // "-": nobody approves anything; the development issuer already has.
     let login = home.login_device_flow(&sandbox.url, &sandbox.ca, "-").await;
     assert!(login.status.success(), "{}", stderr(&login));
@@ -481,8 +264,8 @@ fn grants(broker: &TestBroker) -> usize {
         .count()
 }
 
-async fn logged_in(broker: &TestBroker, user: &str) -> Home {
-    let home = Home::new();
+async fn logged_in(broker: &TestBroker, user: &str) -> CliHome {
+    let home = CliHome::new();
     let login = home.login_code_flow(broker, user).await;
     assert!(login.status.success(), "login failed: {}", stderr(&login));
     home
@@ -605,6 +388,40 @@ async fn exec_sets_the_environment_and_passes_the_exit_code() {
 }
 
 #[tokio::test]
+async fn issue_7_exec_exits_127_for_a_missing_program_and_126_for_one_it_cannot_run() {
+    let idp = idp::shared().await;
+    let broker = aws_broker(idp).await;
+    let home = logged_in(&broker, "alice").await;
+
+    let missing = "latchkey-test-no-such-program";
+    let out = home
+        .run(&["exec", "--role", "readonly", "--", missing, "arg"])
+        .await;
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!("latchkey: cannot run `{missing}`: ")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+
+    let script = home.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let dir = home.path().to_str().unwrap();
+    for program in [script.to_str().unwrap(), dir] {
+        let out = home
+            .run(&["exec", "--role", "readonly", "--", program])
+            .await;
+        assert_eq!(out.status.code(), Some(126), "{program}: {}", stderr(&out));
+        assert!(stderr(&out).contains("cannot run"), "{}", stderr(&out));
+    }
+    // One grant, served from the cache afterwards: the exit codes are the command's, not
+    // the broker's.
+    assert_eq!(grants(&broker), 1);
+}
+
+#[tokio::test]
 async fn configure_twice_changes_nothing_and_the_aws_cli_uses_the_profile() {
     let idp = idp::shared().await;
     let broker = aws_broker(idp).await;
@@ -644,10 +461,7 @@ async fn configure_twice_changes_nothing_and_the_aws_cli_uses_the_profile() {
         "--output",
         "json",
     ])
-    .env("AWS_CONFIG_FILE", home.aws_config())
-    .env("HOME", home.path())
-    .env("XDG_CONFIG_HOME", home.path().join("config"))
-    .env("XDG_CACHE_HOME", home.path().join("cache"));
+    .envs(home.env());
     let out = tokio::process::Command::from(aws).output().await.unwrap();
     assert!(
         out.status.success(),
