@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use url::Url;
 
-use crate::cli::{Home, aws_broker, stderr, stdout};
+use crate::cli::aws_broker;
 use crate::harness::broker::{BrokerOptions, TestBroker};
+use crate::harness::cli::{CliHome, stderr, stdout};
 use crate::harness::idp::{self, Idp, IdpOptions, browse_code_flow, unverified_parts};
 use crate::harness::moto::Moto;
 
@@ -218,7 +219,7 @@ fn scope_of(authorization_url: &str) -> String {
 async fn issue_7_default_scopes_bring_department_under_profile_and_the_tagged_role_is_granted() {
     let idp = idp::shared().await;
     let broker = aws_broker(idp).await;
-    let home = Home::new();
+    let home = CliHome::new();
     let login = home.login_code_flow(&broker, "alice").await;
     assert!(login.status.success(), "login failed: {}", stderr(&login));
     let url = stdout(&login).lines().next().unwrap().to_owned();
@@ -255,7 +256,7 @@ async fn issue_7_configured_cli_scopes_are_advertised_and_asked_exactly() {
         .unwrap();
     assert_eq!(wk["issuers"][0]["cli_scopes"], json!(["groups", "profile"]));
 
-    let home = Home::new();
+    let home = CliHome::new();
     let login = home.login_code_flow(&broker, "alice").await;
     assert!(login.status.success(), "login failed: {}", stderr(&login));
     let scope = scope_of(stdout(&login).lines().next().unwrap());
@@ -291,7 +292,7 @@ async fn raw_get(port: u16, target: &str, host: &str) -> u16 {
 async fn issue_7_the_login_callback_ignores_a_wrong_state_and_a_foreign_host() {
     let idp = idp::shared().await;
     let broker = TestBroker::start(BrokerOptions::issuer(idp.issuer())).await;
-    let home = Home::new();
+    let home = CliHome::new();
     let mut child = home
         .cmd(&["login", "--no-browser", "--server", &broker.url])
         .arg("--ca-cert")
