@@ -290,10 +290,7 @@ fn the_example_configuration_only_fails_on_missing_files() {
 
 /// `plain("")` with `lines` added to its `[server]` table.
 fn plain_server(lines: &str) -> String {
-    plain("").replace(
-        "dangerous_plain_http = true\n",
-        &format!("dangerous_plain_http = true\n{lines}\n"),
-    )
+    plain("").replacen("[server]\n", &format!("[server]\n{lines}\n"), 1)
 }
 
 #[test]

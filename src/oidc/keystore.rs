@@ -278,11 +278,24 @@ impl IssuerKeys {
             return Err(err(format!("document names issuer `{}`", d.issuer)));
         }
         let jwks = Url::parse(&d.jwks_uri).map_err(|_| err("`jwks_uri` is not a URL".into()))?;
-        let ok = jwks.scheme() == "https" || (jwks.scheme() == "http" && is_loopback_host(&jwks));
-        if !ok {
+        if !jwks_uri_allowed(&self.issuer, &jwks) {
             return Err(err("`jwks_uri` must use https".into()));
         }
         Ok(jwks)
+    }
+}
+
+/// Whether keys may be fetched from `jwks` for `issuer`.
+///
+/// SECURITY: https always; plain http only on a loopback address and only for an issuer that is
+/// itself plain http (which the configuration allows only with `dangerous_plain_http` on a
+/// loopback address). An https issuer's discovery document must not downgrade key fetches to a
+/// plain-http port on this machine.
+fn jwks_uri_allowed(issuer: &str, jwks: &Url) -> bool {
+    match jwks.scheme() {
+        "https" => true,
+        "http" => issuer.starts_with("http://") && is_loopback_host(jwks),
+        _ => false,
     }
 }
 
@@ -384,6 +397,25 @@ mod tests {
         issuer
     }
 
+    #[test]
+    fn an_https_issuer_never_fetches_keys_over_plain_http() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        let https = "https://idp.example.com";
+        assert!(jwks_uri_allowed(
+            https,
+            &url("https://idp.example.com/jwks")
+        ));
+        assert!(!jwks_uri_allowed(https, &url("http://127.0.0.1:8080/jwks")));
+        assert!(!jwks_uri_allowed(https, &url("http://[::1]:8080/jwks")));
+        assert!(!jwks_uri_allowed(https, &url("ftp://idp.example.com/jwks")));
+        let plain = "http://127.0.0.1:8444";
+        assert!(jwks_uri_allowed(plain, &url("http://127.0.0.1:8444/jwks")));
+        assert!(!jwks_uri_allowed(
+            plain,
+            &url("http://idp.example.com/jwks")
+        ));
+    }
+
     #[tokio::test]
     async fn a_key_set_with_a_duplicate_kid_is_refused_and_the_last_good_keys_stay() {
         let served = Arc::new(StdMutex::new(jwks(&["k1"])));
@@ -391,7 +423,8 @@ mod tests {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:9000\"\ndangerous_plain_http = true\n\
              [store]\nurl = \"sqlite://x.db\"\n\
-             [[oidc.provider]]\nissuer = \"{issuer}\"\naudiences = [\"a\"]\ncli_client_id = \"a\"\n"
+             [[oidc.provider]]\nissuer = \"{issuer}\"\naudiences = [\"a\"]\ncli_client_id = \"a\"\n\
+             dangerous_plain_http = true\n"
         );
         let config =
             crate::config::Config::from_toml(&text, std::path::Path::new("/"), &Vec::new())
