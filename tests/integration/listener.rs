@@ -158,12 +158,14 @@ async fn issue_7_http2_connections_without_streams_are_closed() {
     let req = hyper::Request::get(format!("{}/healthz", broker.url))
         .body(axum::body::Body::empty())
         .unwrap();
+    // The clock starts before the request: the server's idle timer starts only once the
+    // response has ended, so what is measured here can never be shorter than what it waited.
+    let idle_since = Instant::now();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     axum::body::to_bytes(axum::body::Body::new(resp.into_body()), 1024)
         .await
         .unwrap();
-    let idle_since = Instant::now();
     // The sender stays alive, so only the server can end the connection.
     let ended = timeout(IDLE_TIMEOUT + STEP, conn).await;
     let idle = idle_since.elapsed();
@@ -194,13 +196,15 @@ async fn issue_7_idle_http1_keep_alive_connections_are_closed_after_idle_timeout
     let tls = connector(broker.dir.path(), &[b"http/1.1"]);
     let tcp = TcpStream::connect(addr_of(&broker)).await.unwrap();
     let mut s = tls.connect(server_name(), tcp).await.unwrap();
+    // The clock starts before the request: the server's idle timer starts only once the
+    // response has been sent, so what is measured here can never be shorter than what it waited.
+    let idle_since = Instant::now();
     let answer = get_healthz(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         !answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
     );
-    let idle_since = Instant::now();
     let closed = closed_by_server(&mut s, Duration::from_secs(6)).await;
     let idle = idle_since.elapsed();
     println!("idle HTTP/1.1 keep-alive connection closed by the server after {idle:?}");
