@@ -186,7 +186,12 @@ struct Setup {
 
 /// The shipped policies plus a target `testbox` whose first instance is the harness sshd (host
 /// 127.0.0.1, its port, its host key pinned), and a policy letting engineering log in to it.
-fn policy_dir(sshd: &Sshd, instance: &str, other_instance: &str) -> tempfile::TempDir {
+fn policy_dir(
+    sshd: &Sshd,
+    instance: &str,
+    other_instance: &str,
+    host_key: &str,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     for entry in std::fs::read_dir(&shipped).unwrap() {
@@ -201,7 +206,7 @@ fn policy_dir(sshd: &Sshd, instance: &str, other_instance: &str) -> tempfile::Te
          region = \"us-east-1\"\navailability_zone = \"us-east-1a\"\nhost = \"127.0.0.1\"\n\
          port = {port}\nos_users = [\"ec2-user\", \"root\"]\nhost_keys = [\"{key}\"]\n",
         port = sshd.port,
-        key = sshd.host_key(),
+        key = host_key,
     ));
     std::fs::write(dir.path().join("catalog.toml"), catalog).unwrap();
     std::fs::write(
@@ -217,12 +222,18 @@ fn policy_dir(sshd: &Sshd, instance: &str, other_instance: &str) -> tempfile::Te
 }
 
 async fn setup(window_secs: u32) -> Setup {
+    setup_pinning(window_secs, None).await
+}
+
+/// As [`setup`], pinning `host_key` instead of the sshd's own.
+async fn setup_pinning(window_secs: u32, host_key: Option<String>) -> Setup {
     let moto = moto().await;
     let idp = idp::shared().await;
     let instance = instance_id();
     let other_instance = instance_id();
     let sshd = sshd_for(moto, &instance, window_secs);
-    let policies = policy_dir(&sshd, &instance, &other_instance);
+    let host_key = host_key.unwrap_or_else(|| sshd.host_key());
+    let policies = policy_dir(&sshd, &instance, &other_instance, &host_key);
     let mut opts = BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint());
     opts.policy_dir = policies.path().to_path_buf();
     let broker = TestBroker::start(opts).await;
@@ -491,4 +502,30 @@ async fn ssh_config_lets_plain_ssh_in_and_writing_twice_changes_nothing() {
         .unwrap();
     assert_eq!(stdout(&out), "plain\nec2-user\n", "{}", stderr(&out));
     assert_eq!(s.pushes(&s.instance).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_host_key_other_than_the_pinned_one_is_refused() {
+    let impostor =
+        ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
+            .unwrap()
+            .public_key()
+            .to_openssh()
+            .unwrap();
+    let s = setup_pinning(60, Some(impostor)).await;
+    s.login("alice").await;
+    let out = s.run(&["ssh", TARGET, "--", "echo", "must not run"]).await;
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+    assert!(
+        stderr(&out).contains("Host key verification failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !s.sshd.log().contains("Accepted publickey"),
+        "{}",
+        s.sshd.log()
+    );
+    assert!(s.leftover_keys().is_empty());
 }
