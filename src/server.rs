@@ -22,7 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{Auditor, ChainKey, ChainStore, Sink, SinkConfig, check_sink_continuity};
 use crate::aws::Aws;
-use crate::aws::sts::StsAws;
+use crate::aws::SdkAws;
 use crate::broker::{Broker, Ports, ReloadOutcome};
 use crate::clock::SharedClock;
 use crate::config::{AuditSinkConfig, Config, ServerConfig};
@@ -157,9 +157,9 @@ impl Server {
                 None,
                 "latchkey-test",
             );
-            Arc::new(StsAws::with_credentials(&config.aws, dummy).await)
+            Arc::new(SdkAws::with_credentials(&config.aws, dummy).await)
         } else {
-            Arc::new(StsAws::new(&config.aws).await)
+            Arc::new(SdkAws::new(&config.aws).await)
         };
         let broker = Arc::new(Broker::new(Ports {
             providers: config.oidc.providers.clone(),

@@ -151,6 +151,10 @@ impl Broker {
             let (kind, error) = match &e {
                 AwsError::AccessDenied(_) => ("access_denied", BrokerError::StsAccessDenied),
                 AwsError::Invalid(_) => ("invalid", BrokerError::StsRejected),
+                // Instance answers never come from STS; should one, it is a refusal, not a retry.
+                AwsError::InstanceNotFound(_)
+                | AwsError::InstanceNotRunning(_)
+                | AwsError::InstanceUnsupported(_) => ("invalid", BrokerError::StsRejected),
                 AwsError::Throttled => ("throttled", BrokerError::StsUnavailable),
                 AwsError::Unavailable(_) => ("unavailable", BrokerError::StsUnavailable),
             };

@@ -15,7 +15,9 @@ use crate::audit::{
     AuditRecord, Auditor, CanonicalEvent, ChainHead, ChainKey, ChainStore, ChainStoreError, Sink,
     SinkConfig, StoredAuditRecord,
 };
-use crate::aws::{AssumeRoleInput, Aws, AwsError, IssuedCredentials, Secret};
+use crate::aws::{
+    AssumeRoleInput, Aws, AwsError, IssuedCredentials, PushedKey, Secret, SendKeyInput,
+};
 use crate::broker::{Broker, Ports};
 use crate::clock::{Clock, ManualClock, SharedClock};
 use crate::config::Config;
@@ -68,6 +70,8 @@ impl ChainStore for RefusingChain {
 struct FakeAws {
     calls: AtomicUsize,
     fail: Mutex<Option<AwsError>>,
+    pushes: Mutex<Vec<SendKeyInput>>,
+    fail_push: Mutex<Option<AwsError>>,
 }
 
 #[async_trait::async_trait]
@@ -84,6 +88,17 @@ impl Aws for FakeAws {
             expiration: chrono::DateTime::<chrono::Utc>::from_timestamp(NOW + 3600, 0).unwrap(),
             assumed_role_arn: None,
             request_id: None,
+        })
+    }
+
+    async fn send_ssh_public_key(&self, input: &SendKeyInput) -> Result<PushedKey, AwsError> {
+        self.pushes.lock().unwrap().push(input.clone());
+        if let Some(e) = self.fail_push.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(PushedKey {
+            request_id: Some("eic-request-1".into()),
+            success: true,
         })
     }
 }
