@@ -90,6 +90,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/whoami", get(routes::whoami))
         .route("/v1/roles", get(routes::roles))
         .route("/v1/credentials", axum::routing::post(routes::credentials))
+        .route("/v1/ssh/keys", axum::routing::post(routes::ssh_keys))
+        .route("/v1/targets", get(routes::targets))
         .fallback(routes::not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

@@ -132,7 +132,7 @@ impl SendKeyInput {
                 "is not `i-` and 8 to 17 lowercase hex digits",
             ));
         }
-        if !is_os_user(&params.os_user) {
+        if !crate::ssh::is_os_user(&params.os_user) {
             return Err(InputError::new(
                 "os_user",
                 "is not a user name of the form `[a-z_][a-z0-9_-]{0,31}`",
@@ -502,16 +502,6 @@ fn is_instance_id(s: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
-}
-
-/// `^[a-z_][a-z0-9_-]{0,31}$`.
-fn is_os_user(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    s.len() <= 32
-        && bytes
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// Parts of lowercase letters and digits joined by `-`, at least three, the last all digits

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::SecondsFormat;
 use serde_json::{Value, json};
 
-use super::grant::{Events, Failure, Grant, Recorded, Refusal, merge};
+use super::grant::{Events, Failure, Grant, Recorded, Refusal, merge, printable};
 use super::{Broker, BrokerError, RequestMeta};
 use crate::api::{CredentialsRequest, CredentialsResponse, RoleStatus, RolesResponse};
 use crate::audit::{EventKind, Outcome};
@@ -318,9 +318,4 @@ fn session_details(input: &AssumeRoleParams, grant_id: &str) -> Value {
         "duration_seconds": input.duration_secs,
         "external_id_set": input.external_id.is_some(),
     })
-}
-
-/// User-supplied text shortened and stripped for messages and audit.
-fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
