@@ -186,6 +186,7 @@ impl Broker {
                 source_ip: client_addr
                     .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
                     .map(|a| a.ip()),
+                os_user: None,
             },
         }
     }
