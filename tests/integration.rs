@@ -32,5 +32,7 @@ mod sandbox;
 mod server;
 #[path = "integration/ssh.rs"]
 mod ssh;
+#[path = "integration/ssh_server.rs"]
+mod ssh_server;
 #[path = "integration/store_audit.rs"]
 mod store_audit;
