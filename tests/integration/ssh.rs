@@ -184,8 +184,9 @@ struct Setup {
     _policies: tempfile::TempDir,
 }
 
-/// The shipped policies plus a target `testbox` whose first instance is the harness sshd (host
-/// 127.0.0.1, its port, its host key pinned), and a policy letting engineering log in to it.
+/// The shipped policies (`ssh.cedar`: engineering as ec2-user, sre as root, always with MFA) plus
+/// a target `testbox` whose first instance is the harness sshd (host 127.0.0.1, its port, its
+/// host key pinned).
 fn policy_dir(
     sshd: &Sshd,
     instance: &str,
@@ -209,15 +210,6 @@ fn policy_dir(
         key = host_key,
     ));
     std::fs::write(dir.path().join("catalog.toml"), catalog).unwrap();
-    std::fs::write(
-        dir.path().join("ssh-test.cedar"),
-        format!(
-            "@id(\"test.ssh-engineering\")\n@reason(\"engineers may log in to `{TARGET}`\")\n\
-             permit (\n  principal in Latchkey::Group::\"engineering\",\n  \
-             action == Latchkey::Action::\"ssh\",\n  resource == Latchkey::Target::\"{TARGET}\"\n);\n"
-        ),
-    )
-    .unwrap();
     dir
 }
 
@@ -308,7 +300,7 @@ impl Setup {
 #[tokio::test]
 async fn latchkey_ssh_runs_a_remote_command_passes_its_exit_code_and_removes_the_key() {
     let s = setup(60).await;
-    s.login("alice").await;
+    s.login("bob").await;
 
     let started = Instant::now();
     let out = s.run(&["ssh", TARGET, "--", "echo hello; exit 7"]).await;
@@ -379,7 +371,7 @@ async fn latchkey_ssh_runs_a_remote_command_passes_its_exit_code_and_removes_the
 #[tokio::test]
 async fn keys_for_another_instance_or_os_user_are_refused_and_expire() {
     let s = setup(5).await;
-    s.login("alice").await;
+    s.login("bob").await;
 
     // Pushed to the target's other instance: this sshd refuses it; ssh's 255 passes through.
     let out = s
@@ -443,15 +435,17 @@ async fn a_denied_user_pushes_nothing_and_exits_3() {
     let out = s.run(&["ssh", TARGET, "--", "true"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
 
-    s.login("carol").await;
-    let out = s
-        .run(&["ssh", &format!("ec2-user@{TARGET}"), "--", "true"])
-        .await;
+    // alice is in engineering but logged in without MFA.
+    s.login("alice").await;
+    let out = s.run(&["ssh", TARGET, "--", "true"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("denied"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("MFA"), "{}", stderr(&out));
     let out = s.run(&["ssh-push", TARGET, "ec2-user"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = s.run(&["ssh-config"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("Host testbox"), "{}", stdout(&out));
     assert!(s.pushes(&s.instance).await.is_empty());
     assert!(s.leftover_keys().is_empty());
 }
@@ -459,7 +453,7 @@ async fn a_denied_user_pushes_nothing_and_exits_3() {
 #[tokio::test]
 async fn ssh_config_lets_plain_ssh_in_and_writing_twice_changes_nothing() {
     let s = setup(60).await;
-    s.login("alice").await;
+    s.login("bob").await;
     let out = s.run(&["ssh-config", "--write"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let config = s.home.path().join(".ssh").join("config");
@@ -513,7 +507,7 @@ async fn a_host_key_other_than_the_pinned_one_is_refused() {
             .to_openssh()
             .unwrap();
     let s = setup_pinning(60, Some(impostor)).await;
-    s.login("alice").await;
+    s.login("bob").await;
     let out = s.run(&["ssh", TARGET, "--", "echo", "must not run"]).await;
     assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
