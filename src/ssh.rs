@@ -1,11 +1,13 @@
 //! SSH values latchkey checks before anything else happens: the public key a user asks to have
-//! pushed ([`key`]) and OS user names.
+//! pushed ([`key`]), the host keys a target pins ([`host_key`]) and OS user names.
 //!
 //! Pure: no I/O, no network, no clock. Nothing here echoes the text it refuses (a pasted private
 //! key must never reach an answer, a log line or an audit record).
 
+pub mod host_key;
 pub mod key;
 
+pub use host_key::{HostKey, HostKeyError};
 pub use key::{KeyError, PublicKey};
 
 /// Whether `name` may be an OS user to log in as: `^[a-z_][a-z0-9_-]{0,31}$`.

@@ -173,7 +173,7 @@ impl PublicKey {
 }
 
 /// `type`, `base64` and the comment (possibly empty), separated by spaces or tabs.
-fn split(line: &str) -> (&str, &str, &str) {
+pub(super) fn split(line: &str) -> (&str, &str, &str) {
     let sep = [' ', '\t'];
     let line = line.trim_matches(sep);
     let (kind, rest) = line.split_once(sep).unwrap_or((line, ""));
@@ -196,14 +196,14 @@ fn algorithm(kind: &str) -> Result<&'static str, KeyError> {
 }
 
 /// The algorithm name at the start of a key blob (an SSH `string`).
-fn inner_type(blob: &[u8]) -> Option<&[u8]> {
+pub(super) fn inner_type(blob: &[u8]) -> Option<&[u8]> {
     let (len, rest) = blob.split_first_chunk::<4>()?;
     let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
     rest.get(..len)
 }
 
 /// The size in bits of a positive big-endian integer; `None` for zero.
-fn modulus_bits(n: &[u8]) -> Option<u32> {
+pub(super) fn modulus_bits(n: &[u8]) -> Option<u32> {
     // An mpint may carry one leading zero byte so that it reads as positive; it adds no bits.
     let n = n.strip_prefix(&[0]).unwrap_or(n);
     let (first, rest) = n.split_first()?;
@@ -216,7 +216,7 @@ fn modulus_bits(n: &[u8]) -> Option<u32> {
 
 /// Control characters, and the invisible ones that can make a text read differently than it is
 /// (bidirectional overrides, zero-width characters, the byte order mark).
-fn is_control_or_invisible(c: char) -> bool {
+pub(super) fn is_control_or_invisible(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
@@ -234,7 +234,7 @@ const RSA: &str = "ssh-rsa";
 /// Texts found in private keys and nowhere in a public key line: PEM armour, the OpenSSH
 /// private key format's magic (in clear and in base64, for a pasted body without its armour),
 /// PuTTY's key files.
-const PRIVATE_MARKERS: [&str; 5] = [
+pub(super) const PRIVATE_MARKERS: [&str; 5] = [
     "-----BEGIN",
     "PRIVATE KEY",
     "openssh-key-v1",
