@@ -72,8 +72,7 @@ impl Broker {
                     .iter()
                     .map(|os_user| {
                         let request = self.ssh_request(id, &target.name, os_user, None);
-                        let decision = os_user_invariant(policy.decide(&request), target, os_user);
-                        os_user_status(os_user, decision)
+                        os_user_status(os_user, policy.decide(&request))
                     })
                     .collect(),
             })
@@ -137,7 +136,6 @@ impl Broker {
         };
         let request = self.ssh_request(id, &target.name, &req.os_user, meta.client_addr.as_deref());
         let decision = grant.policy().decide(&request);
-        let decision = os_user_invariant(decision, target, &req.os_user);
         let mut details = key_details(req, key);
         merge(
             &mut details,
@@ -244,7 +242,7 @@ impl Broker {
         &self,
         id: &'a Identity,
         target: &str,
-        _os_user: &str,
+        os_user: &str,
         client_addr: Option<&str>,
     ) -> AccessRequest<'a> {
         let now = self.clock.unix();
@@ -261,6 +259,7 @@ impl Broker {
                 source_ip: client_addr
                     .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
                     .map(|a| a.ip()),
+                os_user: Some(os_user.to_owned()),
             },
         }
     }
@@ -331,19 +330,4 @@ fn host_keys(_target: &Target) -> Vec<String> {
 
 fn availability_zone(_target: &Target) -> Option<String> {
     None
-}
-
-/// An OS user the target does not list is denied, whatever the policies say.
-fn os_user_invariant(decision: Decision, target: &Target, os_user: &str) -> Decision {
-    if target.os_users.iter().any(|u| u == os_user) {
-        return decision;
-    }
-    Decision {
-        effect: Effect::Deny,
-        determining: Vec::new(),
-        reasons: vec![Reason::NoPermit {
-            action: Action::Ssh,
-            resource: format!("{} as `{}`", target.name, printable(os_user)),
-        }],
-    }
 }

@@ -103,8 +103,8 @@ impl Aws for FakeAws {
     }
 }
 
-/// The shipped policies with the SSH targets these tests use: `bastion` (two instances, OS users
-/// `ec2-user` and `root`) which engineering may reach, and `vault` which only sre may.
+/// The shipped policies with the SSH target these tests use in place of the shipped ones:
+/// `bastion`, two instances, OS users `ec2-user` (engineering may) and `root` (only sre may).
 pub(crate) fn ssh_policy_dir() -> tempfile::TempDir {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +118,6 @@ pub(crate) fn ssh_policy_dir() -> tempfile::TempDir {
     let text = std::fs::read_to_string(&catalog).unwrap();
     let roles = text.split("\n[[target]]").next().unwrap();
     std::fs::write(&catalog, format!("{roles}{SSH_TARGETS}")).unwrap();
-    std::fs::write(dir.path().join("ssh-tests.cedar"), SSH_PERMITS).unwrap();
     dir
 }
 
@@ -130,28 +129,6 @@ region = "eu-west-1"
 host = "127.0.0.1"
 os_users = ["ec2-user", "root"]
 
-[[target]]
-name = "vault"
-instance_ids = ["i-00000000000000001"]
-region = "eu-west-1"
-os_users = ["ec2-user"]
-"#;
-
-const SSH_PERMITS: &str = r#"
-@id("tests.ssh.engineering")
-permit (
-  principal in Latchkey::Group::"engineering",
-  action == Latchkey::Action::"ssh",
-  resource == Latchkey::Target::"bastion"
-);
-
-@id("tests.ssh.sre")
-@reason("only sre may reach the vault")
-permit (
-  principal in Latchkey::Group::"sre",
-  action == Latchkey::Action::"ssh",
-  resource == Latchkey::Target::"vault"
-);
 "#;
 
 async fn app(refuse: &'static str) -> App {
@@ -209,12 +186,13 @@ attributes = ["department"]
         clock: Arc::clone(&shared),
         grants_per_minute: config.server.grants_per_minute,
     }));
+    // With a department, a second factor too (the shipped policies ask for one to log in over SSH).
     let user = |department: Option<&str>| DevUser {
         name: "alice".into(),
         email: "alice@example.com".into(),
         groups: vec!["engineering".into()],
         department: department.map(str::to_owned),
-        mfa: false,
+        mfa: department.is_some(),
     };
     let token = issuer
         .mint(&user(Some("platform")), clock.unix(), 600)
@@ -573,7 +551,7 @@ async fn a_push_answers_where_to_connect_after_both_records_are_written() {
     // The instance asked for, when it is one of the target's.
     let second = app
         .ssh(
-            json!({"target": "bastion", "os_user": "root", "public_key": ed25519(),
+            json!({"target": "bastion", "os_user": "ec2-user", "public_key": ed25519(),
             "instance_id": "i-0fedcba9876543210"}),
         )
         .await;
@@ -585,7 +563,7 @@ async fn a_push_answers_where_to_connect_after_both_records_are_written() {
     assert_eq!(pushes[0].region, "eu-west-1");
     assert_eq!(pushes[0].public_key, key.openssh_line());
     assert_eq!(pushes[1].instance_id, "i-0fedcba9876543210");
-    assert_eq!(pushes[1].os_user, "root");
+    assert_eq!(pushes[1].os_user, "ec2-user");
     assert_eq!(
         app.events().await,
         [
@@ -653,13 +631,26 @@ async fn denials_push_nothing_and_are_audited() {
     assert_eq!(code(&unknown), (StatusCode::FORBIDDEN, "denied"));
     assert_eq!(unknown.body["reasons"], json!(["unknown target `nowhere`"]));
 
-    let by_policy = app.ssh(push_body("vault", "ec2-user")).await;
+    // A user the target lists, but the policies keep for sre.
+    let by_policy = app.ssh(push_body("bastion", "root")).await;
     assert_eq!(code(&by_policy), (StatusCode::FORBIDDEN, "denied"));
-    assert!(
-        !by_policy.body["reasons"].as_array().unwrap().is_empty(),
-        "{}",
-        by_policy.body
+    assert_eq!(
+        by_policy.body["reasons"],
+        json!(["only members of `sre` may log in as `root`"])
     );
+    let without_mfa = app
+        .send(
+            Request::post("/v1/ssh/keys")
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", app.token_without_department),
+                )
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(push_body("bastion", "ec2-user").to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(code(&without_mfa), (StatusCode::FORBIDDEN, "denied"));
 
     // Allowed on the target, but not as a user the target lists.
     for os_user in ["admin", "ubuntu", "Root", "root; rm -rf /"] {
@@ -686,7 +677,7 @@ async fn denials_push_nothing_and_are_audited() {
 
     assert!(app.pushes().is_empty());
     let events = app.events().await;
-    assert_eq!(events.len(), 7, "{events:?}");
+    assert_eq!(events.len(), 8, "{events:?}");
     assert!(events.iter().all(|e| e == "ssh.denied"), "{events:?}");
 }
 
@@ -787,7 +778,7 @@ async fn targets_list_each_os_user_allowed_or_denied_and_why() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["bastion", "vault"]);
+    assert_eq!(names, ["bastion"]);
     let bastion = &targets[0];
     assert_eq!(bastion["host"], "127.0.0.1");
     assert_eq!(
@@ -805,10 +796,16 @@ async fn targets_list_each_os_user_allowed_or_denied_and_why() {
             )
         })
         .collect();
-    assert_eq!(users, [("ec2-user", "allowed"), ("root", "allowed")]);
-    let vault = &targets[1]["os_users"][0];
-    assert_eq!(vault["status"], "denied");
-    assert!(!vault["reasons"].as_array().unwrap().is_empty(), "{vault}");
+    assert_eq!(users, [("ec2-user", "allowed"), ("root", "denied")]);
+    let root = &bastion["os_users"][1];
+    assert_eq!(
+        root["reasons"],
+        json!(["only members of `sre` may log in as `root`"])
+    );
+    assert_eq!(
+        root["determining_policies"],
+        json!(["ssh.root-only-for-sre"])
+    );
     // Listing decides nothing and records nothing.
     assert!(app.events().await.is_empty());
 }
