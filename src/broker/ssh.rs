@@ -28,7 +28,7 @@ use crate::identity::Identity;
 use crate::policy::{
     AccessRequest, Action, Decision, Effect, Reason, RequestContext, Resource, Target,
 };
-use crate::ssh::PublicKey;
+use crate::ssh::{HostKey, PublicKey};
 
 /// How long EC2 Instance Connect keeps a pushed key, in seconds.
 pub const KEY_LIFETIME_SECS: i64 = 60;
@@ -64,7 +64,7 @@ impl Broker {
             .map(|target| TargetStatus {
                 name: target.name.clone(),
                 host: target.host.clone(),
-                port: port(target),
+                port: target.port,
                 instance_ids: target.instance_ids.clone(),
                 host_keys: host_keys(target),
                 os_users: target
@@ -174,7 +174,7 @@ impl Broker {
             "target": target.name,
             "instance_id": instance_id,
             "region": target.region,
-            "availability_zone": availability_zone(target),
+            "availability_zone": target.availability_zone,
         });
         merge(&mut details, &json!({ "grant_id": grant.id() }));
         let input = SendKeyInput::new(SendKeyParams {
@@ -182,7 +182,7 @@ impl Broker {
             instance_id: instance_id.clone(),
             os_user: req.os_user.clone(),
             public_key: key.openssh_line(),
-            availability_zone: availability_zone(target),
+            availability_zone: target.availability_zone.clone(),
         })
         .map_err(|problem| {
             // The catalog and the key were both validated: this is a rule written in two places
@@ -270,12 +270,12 @@ impl Plan {
     fn answer(self, pushed: Recorded<PushedKey>, expires_at: DateTime<Utc>) -> SshKeyResponse {
         let _pushed = pushed.into_inner();
         let params = self.input.params();
-        let (port, host_keys) = (port(&self.target), host_keys(&self.target));
+        let host_keys = host_keys(&self.target);
         SshKeyResponse {
             grant_id: self.grant_id,
             instance_id: params.instance_id.clone(),
             host: self.target.host,
-            port,
+            port: self.target.port,
             os_user: self.os_user,
             fingerprint: self.fingerprint,
             expires_at: expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -319,15 +319,7 @@ fn os_user_status(os_user: &str, decision: Decision) -> OsUserStatus {
     }
 }
 
-// The catalog fields the SSH path reads beyond a target's name, instances, region and users.
-fn port(_target: &Target) -> u16 {
-    22
-}
-
-fn host_keys(_target: &Target) -> Vec<String> {
-    Vec::new()
-}
-
-fn availability_zone(_target: &Target) -> Option<String> {
-    None
+/// The target's pinned host keys, as OpenSSH lines for a known_hosts file.
+fn host_keys(target: &Target) -> Vec<String> {
+    target.host_keys.iter().map(HostKey::openssh_line).collect()
 }

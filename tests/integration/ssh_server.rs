@@ -183,6 +183,10 @@ async fn a_push_sends_exactly_the_key_for_the_instance_and_user_and_audits_its_f
     assert_eq!(answer["target"], "bastion");
     assert_eq!(answer["instance_id"], "i-0123456789abcdef0");
     assert_eq!(answer["os_user"], "ec2-user");
+    assert_eq!(
+        (answer["host"].as_str(), answer["port"].as_u64()),
+        (Some("127.0.0.1"), Some(2222))
+    );
     assert_eq!(answer["fingerprint"], parsed.fingerprint());
     let expires = chrono::DateTime::parse_from_rfc3339(answer["expires_at"].as_str().unwrap())
         .unwrap()
@@ -203,6 +207,7 @@ async fn a_push_sends_exactly_the_key_for_the_instance_and_user_and_audits_its_f
             "InstanceId": "i-0123456789abcdef0",
             "InstanceOSUser": "ec2-user",
             "SSHPublicKey": key,
+            "AvailabilityZone": "eu-west-1a",
         })
     );
     assert_eq!(calls[0].region.as_deref(), Some("eu-west-1"));
@@ -222,6 +227,7 @@ async fn a_push_sends_exactly_the_key_for_the_instance_and_user_and_audits_its_f
             "{event} holds the comment: {text}"
         );
         assert_eq!(record["target"]["instance_id"], "i-0123456789abcdef0");
+        assert_eq!(record["target"]["availability_zone"], "eu-west-1a");
         assert_eq!(record["details"]["os_user"], "ec2-user");
         assert_eq!(record["details"]["key_type"], "ssh-ed25519");
         assert_eq!(record["details"]["key_bits"], 256);
@@ -368,6 +374,7 @@ async fn targets_show_each_os_user_allowed_or_denied_for_the_caller() {
     let body: Value = resp.json().await.unwrap();
     let bastion = &body["targets"][0];
     assert_eq!(bastion["name"], "bastion");
+    assert_eq!(bastion["port"], 2222);
     assert_eq!(bastion["instance_ids"], json!(["i-0123456789abcdef0"]));
     let statuses: Vec<(&str, &str)> = bastion["os_users"]
         .as_array()

@@ -27,6 +27,18 @@ use crate::policy::PolicySet;
 use crate::server::{AppState, router};
 use crate::store::Store;
 
+/// A public key from the fixtures (made with ssh-keygen; the private halves were discarded).
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ssh/",
+            $name
+        ))
+        .trim_end()
+    };
+}
+
 struct App {
     router: Router,
     store: Arc<dyn Store>,
@@ -117,7 +129,12 @@ pub(crate) fn ssh_policy_dir() -> tempfile::TempDir {
     let catalog = dir.path().join("catalog.toml");
     let text = std::fs::read_to_string(&catalog).unwrap();
     let roles = text.split("\n[[target]]").next().unwrap();
-    std::fs::write(&catalog, format!("{roles}{SSH_TARGETS}")).unwrap();
+    let host_key = fixture!("ecdsa-256.pub");
+    std::fs::write(
+        &catalog,
+        format!("{roles}{SSH_TARGETS}host_keys = [\"{host_key}\"]\n"),
+    )
+    .unwrap();
     dir
 }
 
@@ -126,7 +143,9 @@ const SSH_TARGETS: &str = r#"
 name = "bastion"
 instance_ids = ["i-0123456789abcdef0", "i-0fedcba9876543210"]
 region = "eu-west-1"
+availability_zone = "eu-west-1b"
 host = "127.0.0.1"
+port = 2222
 os_users = ["ec2-user", "root"]
 
 "#;
@@ -506,18 +525,6 @@ async fn each_sts_failure_has_its_status_and_only_transient_ones_invite_a_retry(
     }
 }
 
-/// A public key from the fixtures (made with ssh-keygen; the private halves were discarded).
-macro_rules! fixture {
-    ($name:literal) => {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ssh/",
-            $name
-        ))
-        .trim_end()
-    };
-}
-
 fn ed25519() -> &'static str {
     fixture!("ed25519.pub")
 }
@@ -540,7 +547,9 @@ async fn a_push_answers_where_to_connect_after_both_records_are_written() {
     assert_eq!(answer.body["target"], "bastion");
     assert_eq!(answer.body["instance_id"], "i-0123456789abcdef0");
     assert_eq!(answer.body["host"], "127.0.0.1");
-    assert_eq!(answer.body["port"], 22);
+    assert_eq!(answer.body["port"], 2222);
+    let host_key = crate::ssh::HostKey::parse(fixture!("ecdsa-256.pub")).unwrap();
+    assert_eq!(answer.body["host_keys"], json!([host_key.openssh_line()]));
     assert_eq!(answer.body["os_user"], "ec2-user");
     assert_eq!(answer.body["fingerprint"], key.fingerprint());
     let expires = chrono::DateTime::<chrono::Utc>::from_timestamp(NOW + 60, 0).unwrap();
@@ -561,6 +570,7 @@ async fn a_push_answers_where_to_connect_after_both_records_are_written() {
     assert_eq!(pushes[0].instance_id, "i-0123456789abcdef0");
     assert_eq!(pushes[0].os_user, "ec2-user");
     assert_eq!(pushes[0].region, "eu-west-1");
+    assert_eq!(pushes[0].availability_zone.as_deref(), Some("eu-west-1b"));
     assert_eq!(pushes[0].public_key, key.openssh_line());
     assert_eq!(pushes[1].instance_id, "i-0fedcba9876543210");
     assert_eq!(pushes[1].os_user, "ec2-user");
