@@ -108,6 +108,7 @@ fn request(identity: &Identity, role: usize) -> AccessRequest<'_> {
             auth_age_secs: 60,
             duration_secs: 3600,
             source_ip: Some([10, 0, 0, 1].into()),
+            os_user: None,
         },
     }
 }

@@ -2,25 +2,33 @@
 //! inputs it takes.
 //!
 //! This module and its pure children ([`input`], [`names`], [`retry`]) never perform I/O and never
-//! import the AWS SDK; the SDK lives in the adapter, [`sts`].
+//! import the AWS SDK; the SDK lives in the adapters: [`sts`], [`instance_connect`], and [`sdk`],
+//! which puts both behind the port.
 //!
 //! SECURITY: the broker, never the user, chooses every STS parameter. An [`AssumeRoleInput`] can only
 //! be built through [`AssumeRoleInput::new`], which enforces every limit STS documents (names,
 //! tags, durations, policies, external id) before any request is made: the test double (moto)
 //! checks almost none of them, and an invalid tag must fail the grant rather than be dropped.
-//! Secrets minted by STS travel as [`Secret`], which never prints its value.
+//! Secrets minted by STS travel as [`Secret`], which never prints its value. Likewise a
+//! [`SendKeyInput`] can only be built through [`SendKeyInput::new`], which enforces EC2 Instance
+//! Connect's limits.
 
 pub mod input;
+pub mod instance_connect;
 pub mod names;
 pub mod retry;
+pub mod sdk;
 pub mod sts;
 
 use std::fmt;
 
 pub use self::input::{
-    AssumeRoleInput, AssumeRoleParams, GRANT_TAG, InputError, RESERVED_TAG_KEYS, SessionTag,
+    AssumeRoleInput, AssumeRoleParams, GRANT_TAG, InputError, RESERVED_TAG_KEYS, SendKeyInput,
+    SendKeyParams, SessionTag,
 };
+pub use self::instance_connect::InstanceConnect;
 pub use self::names::{SessionName, SourceIdentity};
+pub use self::sdk::SdkAws;
 pub use self::sts::StsAws;
 
 /// What latchkey asks of AWS. Object safe: the broker holds an `Arc<dyn Aws>`.
@@ -34,6 +42,28 @@ pub trait Aws: Send + Sync + 'static {
     /// kept throttling past the retry budget ([`AwsError::Throttled`]), or could not be reached
     /// ([`AwsError::Unavailable`]). No credentials were issued to the caller in any of these cases.
     async fn assume_role(&self, input: &AssumeRoleInput) -> Result<IssuedCredentials, AwsError>;
+
+    /// Calls EC2 Instance Connect `SendSSHPublicKey` with exactly the parameters of `input`: the
+    /// instance accepts the key for its OS user for 60 seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`AwsError`] says whether the instance is unknown ([`AwsError::InstanceNotFound`]), not
+    /// running ([`AwsError::InstanceNotRunning`]) or cannot take keys
+    /// ([`AwsError::InstanceUnsupported`]), whether AWS refused the broker
+    /// ([`AwsError::AccessDenied`]) or the request ([`AwsError::Invalid`], also for an answer
+    /// with `Success: false`), kept throttling ([`AwsError::Throttled`]) or could not be reached
+    /// ([`AwsError::Unavailable`]). No key was pushed in any of these cases.
+    async fn send_ssh_public_key(&self, input: &SendKeyInput) -> Result<PushedKey, AwsError>;
+}
+
+/// EC2 Instance Connect's answer to a successful push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedKey {
+    /// The AWS request id, for audit records and CloudTrail lookups.
+    pub request_id: Option<String>,
+    /// What the answer said; an [`Aws`] implementation returns `Ok` only when it is `true`.
+    pub success: bool,
 }
 
 /// Temporary credentials returned by STS.
@@ -85,14 +115,26 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Why AWS did not issue credentials. Messages come from AWS or the SDK and never contain a secret;
-/// where AWS returned a request id, the message ends with it.
+/// Why AWS did not issue credentials or push a key. Messages come from AWS or the SDK and never
+/// contain a secret or a key; where AWS returned a request id, the message ends with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AwsError {
     /// AWS refused: the broker's principal may not assume the role (trust policy, missing
-    /// `sts:TagSession`/`sts:SetSourceIdentity`, wrong external id, an SCP).
+    /// `sts:TagSession`/`sts:SetSourceIdentity`, wrong external id, an SCP) or push keys to the
+    /// instance (`ec2-instance-connect:SendSSHPublicKey`, EC2 Instance Connect's `AuthException`).
     #[error("aws denied access: {0}")]
     AccessDenied(String),
+    /// EC2 Instance Connect knows no such instance (`EC2InstanceNotFoundException`).
+    #[error("the instance was not found: {0}")]
+    InstanceNotFound(String),
+    /// The instance is not running (`EC2InstanceStateInvalidException`): stopped, stopping,
+    /// pending or terminated.
+    #[error("the instance is not running: {0}")]
+    InstanceNotRunning(String),
+    /// The instance cannot take pushed keys (`EC2InstanceUnavailableException`,
+    /// `EC2InstanceTypeInvalidException`).
+    #[error("the instance does not support ec2 instance connect: {0}")]
+    InstanceUnsupported(String),
     /// AWS rejected the request as malformed (a limit latchkey did not know, a bad policy document).
     #[error("aws rejected the request: {0}")]
     Invalid(String),

@@ -1,7 +1,7 @@
-//! The use cases, independent of HTTP: who am I, how to log in, which roles may I have, give me
-//! credentials, reload the policy, is the service ready.
+//! The use cases, independent of HTTP: who am I, how to log in, which roles and SSH targets may I
+//! have, give me credentials, push my SSH key, reload the policy, is the service ready.
 //!
-//! Later use cases (SSH keys, break-glass) live here too. Each takes an already
+//! Later use cases (break-glass) live here too. Each takes an already
 //! verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
 //! audits first through a [`Recorder`], and fails closed when the audit cannot be written.
 
@@ -9,6 +9,7 @@ mod credentials;
 mod grant;
 mod limit;
 mod reload;
+mod ssh;
 
 use std::sync::{Arc, RwLock};
 
@@ -23,11 +24,13 @@ use crate::clock::SharedClock;
 use crate::config::{ProviderConfig, TokenKind};
 use crate::identity::Identity;
 use crate::policy::{DurationError, PolicySet, Reason};
+use crate::ssh::KeyError;
 use crate::store::Store;
 pub use credentials::SessionError;
 pub use grant::{MAX_REASON_BYTES, ReasonError, check_reason};
 pub use limit::{Admission, RateLimiter};
 pub use reload::ReloadOutcome;
+pub use ssh::KEY_LIFETIME_SECS;
 
 /// Why a use case could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,33 @@ pub enum BrokerError {
     /// The requested duration is outside what the role allows.
     #[error(transparent)]
     Duration(DurationError),
+    /// EC2 Instance Connect refused the broker (its principal may not push to the instance).
+    #[error("ec2 instance connect refused the broker")]
+    EicAccessDenied,
+    /// EC2 Instance Connect rejected the request as invalid: retrying it cannot succeed.
+    #[error("ec2 instance connect rejected the request")]
+    EicRejected,
+    /// EC2 Instance Connect did not answer in time, kept throttling, or failed.
+    #[error("ec2 instance connect is unavailable")]
+    EicUnavailable,
+    /// The `instance_id` asked for is not one of the target's; nothing was pushed.
+    #[error("the instance is not one of the instances of target `{target}`")]
+    InstanceInvalid {
+        /// The target, as the catalog names it.
+        target: String,
+    },
+    /// EC2 Instance Connect does not know the target's instance.
+    #[error("the instance was not found")]
+    InstanceNotFound,
+    /// The target's instance is not running (stopped, pending, terminated).
+    #[error("the instance is not running")]
+    InstanceNotRunning,
+    /// The target's instance cannot take pushed keys.
+    #[error("the instance does not support ec2 instance connect")]
+    InstanceUnsupported,
+    /// The public key is not one latchkey pushes; nothing was decided or recorded.
+    #[error(transparent)]
+    PublicKeyInvalid(KeyError),
     /// The principal asked too often; nothing was decided.
     #[error("too many requests; retry in {retry_after_secs}s")]
     RateLimited {
@@ -106,7 +136,7 @@ pub struct Ports {
     pub store: Arc<dyn Store>,
     /// Appends audit records durably.
     pub auditor: Arc<dyn Recorder>,
-    /// STS.
+    /// STS and EC2 Instance Connect.
     pub aws: Arc<dyn Aws>,
     /// The policy in force at start.
     pub policy: PolicySet,

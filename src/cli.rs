@@ -11,6 +11,8 @@ mod dev;
 mod login;
 mod policy;
 mod server;
+mod ssh;
+mod targets;
 mod whoami;
 
 use std::path::PathBuf;
@@ -65,6 +67,14 @@ enum Command {
         #[arg(long, env = "LATCHKEY_CONFIG")]
         config: PathBuf,
     },
+    /// Log in to an SSH target with a key the broker pushes for 60 seconds.
+    Ssh(ssh::SshArgs),
+    /// Print (or `--write` into `~/.ssh/config`) ssh entries for the targets you may reach.
+    SshConfig(ssh::SshConfigArgs),
+    /// Push your per-user SSH key for a target (run by `ssh-config`'s `Match exec`).
+    SshPush(ssh::SshPushArgs),
+    /// List the SSH targets and, per OS user, whether you may log in, and why.
+    Targets(targets::TargetsArgs),
     /// Show who the server thinks you are.
     Whoami(whoami::WhoamiArgs),
 }
@@ -83,6 +93,10 @@ pub fn main() -> ExitCode {
         Command::Logout(args) => return login::run_logout(args),
         Command::Roles(args) => return whoami::run_roles(args),
         Command::Whoami(args) => return whoami::run_whoami(args),
+        Command::Ssh(args) => return ssh::run_ssh(args),
+        Command::SshConfig(args) => return ssh::run_ssh_config(args),
+        Command::SshPush(args) => return ssh::run_ssh_push(args),
+        Command::Targets(args) => return targets::run(args),
         other => other,
     };
     // One crypto provider for the process; a dependency that pulled in another would otherwise
@@ -113,7 +127,11 @@ pub fn main() -> ExitCode {
             | Command::Login(_)
             | Command::Logout(_)
             | Command::Roles(_)
-            | Command::Whoami(_) => ExitCode::from(EXIT_USAGE),
+            | Command::Whoami(_)
+            | Command::Ssh(_)
+            | Command::SshConfig(_)
+            | Command::SshPush(_)
+            | Command::Targets(_) => ExitCode::from(EXIT_USAGE),
         }
     })
 }

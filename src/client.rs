@@ -6,7 +6,8 @@
 //! - [`login`]: the OIDC flows (authorization code + PKCE on a loopback redirect, device grant);
 //! - [`broker`]: `/.well-known/latchkey`, `/v1/whoami`, `/v1/roles`, `/v1/credentials`;
 //! - [`cache`]: credentials cached per (server, principal, role, duration) behind a file lock;
-//! - [`aws_config`]: the managed block of `~/.aws/config`.
+//! - [`aws_config`]: the managed block of `~/.aws/config`;
+//! - [`ssh_config`]: `ssh`'s arguments, pinned host keys and the managed block of `~/.ssh/config`.
 //!
 //! Nothing here prints a token or a secret, and text that came from a server passes through
 //! [`sanitize`] before it can reach a terminal.
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod files;
 pub mod login;
 pub mod session;
+pub mod ssh_config;
 
 use std::path::PathBuf;
 

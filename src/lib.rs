@@ -4,7 +4,7 @@
 //!
 //! Crate map (see ARCHITECTURE.md):
 //! - pure core, no network or database: [`identity`], [`oidc::verify`], [`oidc::jwks`],
-//!   [`config`] parsing, [`audit`]'s chain;
+//!   [`config`] parsing, [`audit`]'s chain, [`ssh`] (public keys and OS user names);
 //! - use cases: [`broker`];
 //! - adapters: [`server`] (HTTPS), [`store`] (SQLite/PostgreSQL), [`oidc::keystore`] (JWKS),
 //!   [`aws::sts`] (STS AssumeRole),
@@ -28,4 +28,5 @@ pub mod identity;
 pub mod oidc;
 pub mod policy;
 pub mod server;
+pub mod ssh;
 pub mod store;

@@ -31,8 +31,8 @@ use cedar_policy::{Decision as CedarDecision, Entities};
 use serde::Serialize;
 
 pub use catalog::{
-    ArnError, Catalog, MAX_DURATION_SECS, MIN_DURATION_SECS, PolicyArn, Role, RoleArn, Target,
-    human_duration,
+    ArnError, Catalog, DEFAULT_SSH_PORT, MAX_DURATION_SECS, MIN_DURATION_SECS, PolicyArn, Role,
+    RoleArn, Target, human_duration,
 };
 pub use corpus::{TestCase, TestFailure, TestReport};
 pub use reason::{PrincipalError, Reason};
@@ -109,6 +109,29 @@ pub enum DurationError {
     /// Less than STS's minimum.
     #[error("the minimum duration is 15m")]
     TooShort,
+}
+
+/// Why the OS user of an `ssh` request is refused, whatever the policies say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OsUserError {
+    /// Not a user name of the portable form; not echoed, as it may hold anything.
+    #[error(
+        "the OS user is not a user name of the form `[a-z_][a-z0-9_-]*` (at most 32 characters)"
+    )]
+    Invalid,
+    /// The request names no OS user.
+    #[error("name the OS user to log in as")]
+    Missing,
+    /// A well-formed name the target does not list.
+    #[error("`{os_user}` is not an OS user of target `{target}`; it allows {allowed}")]
+    NotOnTarget {
+        /// The OS user asked for.
+        os_user: String,
+        /// The target.
+        target: String,
+        /// The target's OS users, as a list for the sentence.
+        allowed: String,
+    },
 }
 
 // === impl PolicySet ===
@@ -203,6 +226,7 @@ impl PolicySet {
         let Some(schema) = schema else {
             return Err(PolicyErrors { issues });
         };
+        check_contexts(&schema, &types, &mut issues);
         let engine = Engine::build(policies, &schema, &catalog, &types, &mut issues);
         let resource_entities = resource_entities(&catalog, &types, &schema, &mut issues);
         match engine {
@@ -246,11 +270,17 @@ impl PolicySet {
                 }
                 Some(_) => {}
             },
-            Resource::Target(n) => {
-                if !self.targets_by_name.contains_key(n) {
-                    return Decision::deny(Reason::UnknownTarget(n.clone()));
+            Resource::Target(n) => match self.target(n) {
+                None => return Decision::deny(Reason::UnknownTarget(n.clone())),
+                Some(target) if request.action == Action::Ssh => {
+                    // INVARIANT: checked before Cedar, so no policy can permit an OS user the
+                    // target does not list, or a name that is not a plain user name.
+                    if let Err(e) = check_os_user(target, request.context.os_user.as_deref()) {
+                        return Decision::deny(Reason::OsUser(e));
+                    }
                 }
-            }
+                Some(_) => {}
+            },
         }
         self.evaluate(request)
     }
@@ -346,7 +376,10 @@ impl PolicySet {
         let built = Entities::from_entities(entities, Some(&self.schema.schema))
             .map_err(|e| e.to_string())
             .and_then(|entities| {
-                let context = request.context.to_cedar().map_err(|e| e.to_string())?;
+                let context = request
+                    .context
+                    .to_cedar(request.action)
+                    .map_err(|e| e.to_string())?;
                 cedar_policy::Request::new(
                     principal_uid,
                     self.types.action(request.action).clone(),
@@ -443,6 +476,94 @@ pub fn check_duration(role: &Role, duration_secs: i64) -> Result<(), DurationErr
         return Err(DurationError::TooShort);
     }
     Ok(())
+}
+
+/// Checks the OS user of an `ssh` request against the target: present, a plain user name
+/// ([`crate::ssh::is_os_user`]) and one of the target's `os_users`. [`PolicySet::decide`] denies
+/// whatever fails here, whatever the policies say.
+pub fn check_os_user(target: &Target, os_user: Option<&str>) -> Result<(), OsUserError> {
+    let os_user = os_user.ok_or(OsUserError::Missing)?;
+    if !crate::ssh::is_os_user(os_user) {
+        return Err(OsUserError::Invalid);
+    }
+    if !target.os_users.iter().any(|u| u == os_user) {
+        return Err(OsUserError::NotOnTarget {
+            os_user: os_user.to_owned(),
+            target: target.name.clone(),
+            allowed: target
+                .os_users
+                .iter()
+                .map(|u| format!("`{u}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// Every request latchkey builds must fit the schema: for each action and resource kind it
+/// applies to, a context with every attribute set (`os_user` for `ssh` only) is checked against
+/// the action's declared context. A schema without `os_user: String` in `ssh`'s context fails
+/// here, at load, rather than denying every SSH request later.
+fn check_contexts(schema: &SchemaInfo, types: &Types, issues: &mut Vec<ConfigIssue>) {
+    let context = RequestContext {
+        mfa: false,
+        auth_age_secs: 0,
+        duration_secs: 0,
+        source_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        os_user: Some("ec2-user".to_owned()),
+    };
+    let principal = cedar_policy::EntityUid::from_type_name_and_id(
+        types.user.clone(),
+        cedar_policy::EntityId::new("probe"),
+    );
+    for action in Action::ALL {
+        let resources: &[Resource] = match action {
+            Action::Approve | Action::Assume | Action::Request => &[Resource::Role(String::new())],
+            Action::ReadAudit => &[
+                Resource::Role(String::new()),
+                Resource::Target(String::new()),
+            ],
+            Action::Ssh => &[Resource::Target(String::new())],
+        };
+        for resource in resources {
+            let checked = context
+                .to_cedar(action)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    cedar_policy::Request::new(
+                        principal.clone(),
+                        types.action(action).clone(),
+                        types.resource(resource),
+                        c,
+                        Some(&schema.schema),
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            if let Err(e) = checked {
+                let what = match resource {
+                    Resource::Role(_) => "a role",
+                    Resource::Target(_) => "a target",
+                };
+                let extra = if action == Action::Ssh {
+                    ", `os_user: String`"
+                } else {
+                    ""
+                };
+                issues.push(issue(
+                    SCHEMA_FILE,
+                    format!(
+                        "the action `{action}` on {what} must take a context of `mfa: Bool`, `auth_age_secs: Long`, `duration_secs: Long`, `source_ip?: ipaddr`{extra}: {}",
+                        one_line(&e)
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn resource_entities(

@@ -22,7 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{Auditor, ChainKey, ChainStore, Sink, SinkConfig, check_sink_continuity};
 use crate::aws::Aws;
-use crate::aws::sts::StsAws;
+use crate::aws::SdkAws;
 use crate::broker::{Broker, Ports, ReloadOutcome};
 use crate::clock::SharedClock;
 use crate::config::{AuditSinkConfig, Config, ServerConfig};
@@ -90,6 +90,8 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/whoami", get(routes::whoami))
         .route("/v1/roles", get(routes::roles))
         .route("/v1/credentials", axum::routing::post(routes::credentials))
+        .route("/v1/ssh/keys", axum::routing::post(routes::ssh_keys))
+        .route("/v1/targets", get(routes::targets))
         .fallback(routes::not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -157,9 +159,9 @@ impl Server {
                 None,
                 "latchkey-test",
             );
-            Arc::new(StsAws::with_credentials(&config.aws, dummy).await)
+            Arc::new(SdkAws::with_credentials(&config.aws, dummy).await)
         } else {
-            Arc::new(StsAws::new(&config.aws).await)
+            Arc::new(SdkAws::new(&config.aws).await)
         };
         let broker = Arc::new(Broker::new(Ports {
             providers: config.oidc.providers.clone(),

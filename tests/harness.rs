@@ -4,6 +4,7 @@
 //! - [`moto`]: moto's server standing in for AWS STS, and the AWS CLI (tests/.venv).
 //! - [`broker`]: latchkey itself, in process or as the real binary.
 //! - [`pg`]: a PostgreSQL schema of its own per test, dropped afterwards.
+//! - [`sshd`]: a real OpenSSH server playing an EC2 instance that admits pushed keys.
 //! - [`cli`]: a temporary home for the engineer's CLI ([`cli::CliHome`]).
 //! - [`sandbox`]: `latchkey dev` and `scripts/sandbox`.
 //!
@@ -30,6 +31,10 @@ pub mod broker;
 #[allow(dead_code, reason = "not every test uses every helper")]
 #[path = "harness/pg.rs"]
 pub mod pg;
+
+#[allow(dead_code, reason = "not every test uses every helper")]
+#[path = "harness/sshd.rs"]
+pub mod sshd;
 
 #[path = "harness/cli.rs"]
 pub mod cli;

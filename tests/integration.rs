@@ -30,5 +30,9 @@ mod listener;
 mod sandbox;
 #[path = "integration/server.rs"]
 mod server;
+#[path = "integration/ssh.rs"]
+mod ssh;
+#[path = "integration/ssh_server.rs"]
+mod ssh_server;
 #[path = "integration/store_audit.rs"]
 mod store_audit;

@@ -35,11 +35,26 @@ pub enum EventKind {
     /// The server started.
     #[serde(rename = "server.started")]
     ServerStarted,
+    /// The policy allowed an SSH key push; written before EC2 Instance Connect is called.
+    #[serde(rename = "ssh.authorized")]
+    SshAuthorized,
+    /// The policy, an invariant or the catalog refused an SSH key push.
+    #[serde(rename = "ssh.denied")]
+    SshDenied,
+    /// An allowed push could not be carried out (EC2 Instance Connect refused or failed).
+    #[serde(rename = "ssh.failed")]
+    SshFailed,
+    /// EC2 Instance Connect accepted the key; written before the answer.
+    #[serde(rename = "ssh.pushed")]
+    SshPushed,
+    /// A principal went over its grant rate asking for a push; written once per window.
+    #[serde(rename = "ssh.rate_limited")]
+    SshRateLimited,
 }
 
 impl EventKind {
     /// Every kind, in alphabetical order of its name.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::CredentialsAuthorized,
         EventKind::CredentialsDenied,
         EventKind::CredentialsFailed,
@@ -48,6 +63,11 @@ impl EventKind {
         EventKind::PolicyReloadFailed,
         EventKind::PolicyReloaded,
         EventKind::ServerStarted,
+        EventKind::SshAuthorized,
+        EventKind::SshDenied,
+        EventKind::SshFailed,
+        EventKind::SshPushed,
+        EventKind::SshRateLimited,
     ];
 
     /// The dotted name, as stored and hashed.
@@ -61,6 +81,11 @@ impl EventKind {
             EventKind::PolicyReloadFailed => "policy.reload_failed",
             EventKind::PolicyReloaded => "policy.reloaded",
             EventKind::ServerStarted => "server.started",
+            EventKind::SshAuthorized => "ssh.authorized",
+            EventKind::SshDenied => "ssh.denied",
+            EventKind::SshFailed => "ssh.failed",
+            EventKind::SshPushed => "ssh.pushed",
+            EventKind::SshRateLimited => "ssh.rate_limited",
         }
     }
 }
@@ -105,6 +130,16 @@ mod tests {
         assert_eq!(event.event, EventKind::CredentialsDenied);
         let again = crate::audit::CanonicalEvent::new(event).unwrap();
         assert_eq!(again.text(), stored);
+    }
+
+    #[test]
+    fn all_lists_every_kind_once_in_order_of_its_name() {
+        let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        assert!(names.contains(&"ssh.pushed"), "{names:?}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! [`AssumeRoleInput`]: `AssumeRole` parameters checked against every limit STS documents, before
-//! any request is made. Pure: no I/O.
+//! any request is made; [`SendKeyInput`]: the same for EC2 Instance Connect's `SendSSHPublicKey`.
+//! Pure: no I/O.
 //!
 //! This is the one home of STS's rules: the role catalog calls the same `check_*` functions when
 //! it loads (counting the [`RESERVED_TAG_KEYS`] the broker adds), so a catalog that loads never
@@ -86,6 +87,71 @@ impl AssumeRoleInput {
 
     /// The checked parameters.
     pub fn params(&self) -> &AssumeRoleParams {
+        &self.0
+    }
+}
+
+/// The parameters of one EC2 Instance Connect `SendSSHPublicKey` call, as the broker assembles
+/// them from the catalog and a validated key. Not yet checked: turn them into a [`SendKeyInput`]
+/// with [`SendKeyInput::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendKeyParams {
+    /// The region the instance lives in (the client is pointed there for this call).
+    pub region: String,
+    /// `InstanceId`: `i-` and 8 to 17 lowercase hex digits.
+    pub instance_id: String,
+    /// `InstanceOSUser`: `[a-z_][a-z0-9_-]{0,31}`.
+    pub os_user: String,
+    /// `SSHPublicKey`: one OpenSSH public key line, `type base64` without a comment.
+    pub public_key: String,
+    /// `AvailabilityZone`, when the catalog names it.
+    pub availability_zone: Option<String>,
+}
+
+/// `SendSSHPublicKey` parameters that EC2 Instance Connect will accept. The only way to build one
+/// is [`SendKeyInput::new`], so every [`super::Aws`] implementation receives checked input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendKeyInput(SendKeyParams);
+
+impl SendKeyInput {
+    /// Checks `params` against EC2 Instance Connect's documented limits.
+    ///
+    /// # Errors
+    ///
+    /// The first rule broken, naming the field. The message never quotes the key.
+    pub fn new(params: SendKeyParams) -> Result<SendKeyInput, InputError> {
+        if !is_region(&params.region) {
+            return Err(InputError::new(
+                "region",
+                "is not a region such as `eu-west-1`",
+            ));
+        }
+        if !is_instance_id(&params.instance_id) {
+            return Err(InputError::new(
+                "instance_id",
+                "is not `i-` and 8 to 17 lowercase hex digits",
+            ));
+        }
+        if !crate::ssh::is_os_user(&params.os_user) {
+            return Err(InputError::new(
+                "os_user",
+                "is not a user name of the form `[a-z_][a-z0-9_-]{0,31}`",
+            ));
+        }
+        check_public_key_line(&params.public_key)?;
+        if let Some(zone) = &params.availability_zone
+            && !is_availability_zone(zone)
+        {
+            return Err(InputError::new(
+                "availability_zone",
+                "is not an availability zone such as `eu-west-1a`",
+            ));
+        }
+        Ok(SendKeyInput(params))
+    }
+
+    /// The checked parameters.
+    pub fn params(&self) -> &SendKeyParams {
         &self.0
     }
 }
@@ -394,6 +460,87 @@ pub const MAX_POLICY_BYTES: usize = 2048;
 pub const MAX_TAGS: usize = 50;
 const TAG_KEY_LEN: std::ops::RangeInclusive<usize> = 1..=128;
 const TAG_VALUE_LEN: std::ops::RangeInclusive<usize> = 0..=256;
+
+/// `SSHPublicKey`: 80..=4096 characters (EC2 Instance Connect's limits) of `TYPE BASE64`, the
+/// type one EC2 Instance Connect accepts.
+fn check_public_key_line(line: &str) -> Result<(), InputError> {
+    const FIELD: &str = "public_key";
+    // SECURITY: the message states the rule and at most a length, never the key.
+    let len = line.chars().count();
+    if !SSH_PUBLIC_KEY_LEN.contains(&len) {
+        return Err(InputError::new(
+            FIELD,
+            format!(
+                "has {len} characters, allowed {}..={}",
+                SSH_PUBLIC_KEY_LEN.start(),
+                SSH_PUBLIC_KEY_LEN.end()
+            ),
+        ));
+    }
+    let well_formed = line.split_once(' ').is_some_and(|(kind, data)| {
+        SSH_KEY_TYPES.contains(&kind)
+            && !data.is_empty()
+            && data
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+    });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(InputError::new(
+            FIELD,
+            "is not one `ssh-ed25519` or `ssh-rsa` key line without a comment",
+        ))
+    }
+}
+
+/// `i-` and 8 to 17 lowercase hex digits (`^i-[0-9a-f]{8,17}$`).
+fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|hex| {
+        (8..=17).contains(&hex.len())
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Parts of lowercase letters and digits joined by `-`, at least three, the last all digits
+/// (`eu-west-1`, `us-gov-west-1`).
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    s.len() <= 32
+        && parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// EC2 Instance Connect's `^(\w+-){2,3}\d+\w+$`, 6..=32 characters: a region and a zone letter
+/// (`eu-west-1a`, `us-east-1-bos-1a` is not one).
+fn is_availability_zone(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let word = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let Some((last, firsts)) = parts.split_last() else {
+        return false;
+    };
+    let digits = last.bytes().take_while(u8::is_ascii_digit).count();
+    (6..=32).contains(&s.len())
+        && (2..=3).contains(&firsts.len())
+        && firsts.iter().all(|p| word(p))
+        && digits > 0
+        && last.len() > digits
+        && word(last)
+}
+
+/// The key types EC2 Instance Connect accepts (and latchkey's key validation lets through).
+const SSH_KEY_TYPES: [&str; 2] = ["ssh-ed25519", "ssh-rsa"];
+/// `SSHPublicKey`'s length limits, in characters. An ed25519 key line is exactly 80.
+const SSH_PUBLIC_KEY_LEN: std::ops::RangeInclusive<usize> = 80..=4096;
 
 #[cfg(test)]
 #[path = "input/tests.rs"]

@@ -2,7 +2,7 @@
 //! caller passes the elapsed time and the random jitter, so the policy is tested without a clock
 //! (throttling cannot be provoked in the test double).
 //!
-//! The SDK's own retries are turned off in [`super::sts`]; this policy is the only one, so the
+//! The SDK's own retries are turned off in [`super::sdk`]; this policy is the only one, so the
 //! budget below bounds the whole call.
 
 use std::time::Duration;
@@ -32,6 +32,11 @@ impl Backoff {
         attempt_timeout: Duration::from_secs(3),
         max_attempts: 4,
     };
+
+    /// The policy for EC2 Instance Connect: STS's. A push answers as quickly as an `AssumeRole`,
+    /// and its 10 s budget leaves the request's own timeout (30 s by default) room for the
+    /// audit records on both sides of it.
+    pub const INSTANCE_CONNECT: Backoff = Backoff::STS;
 
     /// The wait before the next attempt, after `attempts` attempts were throttled and `elapsed`
     /// time has passed since the first began; `jitter` is uniformly random over `u32`.

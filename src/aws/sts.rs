@@ -1,8 +1,6 @@
-//! The STS adapter: [`StsAws`] implements [`Aws`] with the AWS SDK for Rust.
-//!
-//! The broker's own identity comes from aws-config's default chain (environment, profile, web
-//! identity, container or instance role); the region and an optional endpoint (moto in tests and
-//! the sandbox) come from [`AwsConfig`].
+//! The STS adapter: [`StsAws`] calls `AssumeRole` with the AWS SDK for Rust. [`super::SdkAws`]
+//! puts it behind the [`super::Aws`] port; the SDK configuration, the retry loop and message
+//! shaping it shares with the other adapters live in [`super::sdk`].
 //!
 //! A call never hangs: the SDK's retries are off, each attempt has a timeout, throttled attempts
 //! are retried by [`Backoff::STS`] inside a 10 s budget, and the whole call is cut off at that
@@ -11,22 +9,21 @@
 //! SECURITY: nothing here logs or formats the secret access key or the session token; logs name the
 //! access key id, the role and the AWS request id at most.
 
-use std::time::{Duration, Instant};
-
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_sdk_sts::config::{Credentials, Region};
+use aws_sdk_sts::config::Credentials;
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::RequestId;
 use aws_sdk_sts::operation::assume_role::{AssumeRoleError, AssumeRoleOutput};
 use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
 
 use super::retry::Backoff;
-use super::{AssumeRoleInput, AssumeRoleParams, Aws, AwsError, IssuedCredentials, Secret};
+use super::sdk::{
+    Attempt, BROKER_CREDENTIAL_CODES, THROTTLING_CODES, describe, sdk_config, service_message,
+    with_retries,
+};
+use super::{AssumeRoleInput, AssumeRoleParams, AwsError, IssuedCredentials, Secret};
 use crate::config::AwsConfig;
 
-/// [`Aws`] backed by STS.
+/// STS `AssumeRole` over the SDK.
 #[derive(Debug, Clone)]
 pub struct StsAws {
     client: aws_sdk_sts::Client,
@@ -45,69 +42,33 @@ impl StsAws {
         StsAws::load(config, Some(credentials)).await
     }
 
-    async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> StsAws {
+    pub(super) async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> StsAws {
         let backoff = Backoff::STS;
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(backoff.attempt_timeout)
-            .operation_timeout(backoff.attempt_timeout)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()))
-            // Retries are ours (`Backoff`), so one budget bounds the whole call.
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(timeouts);
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url.as_str());
-        }
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let sdk_config = loader.load().await;
+        let sdk_config = sdk_config(config, credentials, &backoff).await;
         StsAws {
             client: aws_sdk_sts::Client::new(&sdk_config),
             backoff,
         }
     }
 
-    async fn assume_role_with_retries(
+    /// Calls STS `AssumeRole` with exactly the parameters of `input`, retrying throttled
+    /// attempts within the budget.
+    ///
+    /// # Errors
+    ///
+    /// [`AwsError`] says whether AWS refused ([`AwsError::AccessDenied`], [`AwsError::Invalid`]),
+    /// kept throttling past the retry budget ([`AwsError::Throttled`]), or could not be reached
+    /// ([`AwsError::Unavailable`]).
+    pub async fn assume_role(
         &self,
-        params: &AssumeRoleParams,
+        input: &AssumeRoleInput,
     ) -> Result<IssuedCredentials, AwsError> {
-        let started = Instant::now();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let error = match self.send(params).await {
-                Ok(output) => return issued(output),
-                Err(error) => error,
-            };
-            let request_id = match classify(error) {
-                Outcome::Failed(error) => return Err(error),
-                Outcome::Throttled { request_id } => request_id,
-            };
-            let Some(wait) = self
-                .backoff
-                .delay(attempts, started.elapsed(), random_jitter())
-            else {
-                tracing::warn!(
-                    role.arn = %params.role_arn,
-                    aws.request_id = request_id.as_deref().unwrap_or("-"),
-                    attempts,
-                    "sts kept throttling `AssumeRole` for `{}`; giving up",
-                    params.role_arn
-                );
-                return Err(AwsError::Throttled);
-            };
-            tracing::debug!(
-                role.arn = %params.role_arn,
-                aws.request_id = request_id.as_deref().unwrap_or("-"),
-                attempts,
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                "sts throttled `AssumeRole`; retrying"
-            );
-            tokio::time::sleep(wait).await;
-        }
+        let params = input.params();
+        let output = with_retries(&self.backoff, "sts", "AssumeRole", || async {
+            self.send(params).await.map_err(classify)
+        })
+        .await?;
+        issued(output)
     }
 
     async fn send(
@@ -142,31 +103,8 @@ impl StsAws {
     }
 }
 
-#[async_trait::async_trait]
-impl Aws for StsAws {
-    async fn assume_role(&self, input: &AssumeRoleInput) -> Result<IssuedCredentials, AwsError> {
-        let budget = self.backoff.budget;
-        match tokio::time::timeout(budget, self.assume_role_with_retries(input.params())).await {
-            Ok(result) => result,
-            Err(_) => Err(AwsError::Unavailable(format!(
-                "sts did not answer within {} s",
-                budget.as_secs()
-            ))),
-        }
-    }
-}
-
-/// What one failed attempt means.
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Final: give this to the caller.
-    Failed(AwsError),
-    /// Worth another attempt after a wait.
-    Throttled { request_id: Option<String> },
-}
-
-/// Maps an SDK error to an [`AwsError`], or to [`Outcome::Throttled`].
-fn classify(error: SdkError<AssumeRoleError>) -> Outcome {
+/// Maps an SDK error to an [`AwsError`], or to [`Attempt::Throttled`].
+fn classify(error: SdkError<AssumeRoleError>) -> Attempt {
     let request_id = error.request_id().map(str::to_owned);
     let reason = match &error {
         SdkError::ServiceError(context) => {
@@ -184,7 +122,7 @@ fn classify(error: SdkError<AssumeRoleError>) -> Outcome {
         // a success.
         _ => DisplayErrorContext(&error).to_string(),
     };
-    Outcome::Failed(AwsError::Unavailable(describe(
+    Attempt::Failed(AwsError::Unavailable(describe(
         &reason,
         request_id.as_deref(),
     )))
@@ -197,31 +135,24 @@ fn classify_service(
     code: Option<&str>,
     message: Option<&str>,
     request_id: Option<String>,
-) -> Outcome {
-    let message = describe(
-        &format!(
-            "{}: {}",
-            code.unwrap_or("no error code"),
-            message.unwrap_or("no message")
-        ),
-        request_id.as_deref(),
-    );
+) -> Attempt {
+    let message = service_message(code, message, request_id.as_deref());
     let error = match code {
         Some(code) if THROTTLING_CODES.contains(&code) => {
-            return Outcome::Throttled { request_id };
+            return Attempt::Throttled { request_id };
         }
         Some(code) if ACCESS_DENIED_CODES.contains(&code) => AwsError::AccessDenied(message),
         Some(code) if BROKER_CREDENTIAL_CODES.contains(&code) => AwsError::Unavailable(format!(
             "the broker's own aws credentials were refused: {message}"
         )),
         Some(code) if UNAVAILABLE_CODES.contains(&code) => AwsError::Unavailable(message),
-        _ if status == 429 => return Outcome::Throttled { request_id },
+        _ if status == 429 => return Attempt::Throttled { request_id },
         _ if status >= 500 => AwsError::Unavailable(message),
         // SECURITY: an unreadable refusal is still a refusal.
         None if status == 401 || status == 403 => AwsError::AccessDenied(message),
         _ => AwsError::Invalid(message),
     };
-    Outcome::Failed(error)
+    Attempt::Failed(error)
 }
 
 /// The credentials in a successful answer.
@@ -259,55 +190,11 @@ fn issued(output: AssumeRoleOutput) -> Result<IssuedCredentials, AwsError> {
     Ok(issued)
 }
 
-/// One line of at most [`MAX_MESSAGE_CHARS`] characters, with the request id when known.
-fn describe(message: &str, request_id: Option<&str>) -> String {
-    let mut line: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE_CHARS)
-        .collect();
-    if let Some(id) = request_id {
-        line.push_str(&format!(" (request id `{id}`)"));
-    }
-    line
-}
-
 fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
     (!items.is_empty()).then_some(items)
 }
 
-/// A uniformly random `u32` for the backoff jitter; without randomness, the middle.
-fn random_jitter() -> u32 {
-    let mut bytes = [0u8; 4];
-    match aws_lc_rs::rand::fill(&mut bytes) {
-        Ok(()) => u32::from_le_bytes(bytes),
-        Err(_) => u32::MAX / 2,
-    }
-}
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const MAX_MESSAGE_CHARS: usize = 300;
 const ACCESS_DENIED_CODES: &[&str] = &["AccessDenied", "AccessDeniedException"];
-const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "SlowDown",
-];
-/// The broker's own credentials are wrong or expired: an operator problem, not the user's.
-const BROKER_CREDENTIAL_CODES: &[&str] = &[
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "IncompleteSignature",
-    "InvalidClientTokenId",
-    "MissingAuthenticationToken",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
-];
 const UNAVAILABLE_CODES: &[&str] = &[
     "InternalFailure",
     "InternalError",
@@ -321,8 +208,8 @@ mod tests {
 
     fn failed(status: u16, code: Option<&str>) -> AwsError {
         match classify_service(status, code, Some("m"), Some("req-1".to_owned())) {
-            Outcome::Failed(error) => error,
-            Outcome::Throttled { .. } => panic!("{status} {code:?} was taken for throttling"),
+            Attempt::Failed(error) => error,
+            Attempt::Throttled { .. } => panic!("{status} {code:?} was taken for throttling"),
         }
     }
 
@@ -331,14 +218,14 @@ mod tests {
         for code in ["Throttling", "ThrottlingException", "RequestLimitExceeded"] {
             assert_eq!(
                 classify_service(400, Some(code), None, Some("r".to_owned())),
-                Outcome::Throttled {
+                Attempt::Throttled {
                     request_id: Some("r".to_owned())
                 }
             );
         }
         assert!(matches!(
             classify_service(429, None, None, None),
-            Outcome::Throttled { .. }
+            Attempt::Throttled { .. }
         ));
     }
 
@@ -395,14 +282,5 @@ mod tests {
             );
         }
         assert!(matches!(failed(400, None), AwsError::Invalid(_)));
-    }
-
-    #[test]
-    fn messages_are_one_bounded_line() {
-        let long = format!("line one\nline two {}", "x".repeat(1000));
-        let line = describe(&long, Some("id"));
-        assert!(!line.contains('\n'), "{line}");
-        assert!(line.chars().count() <= MAX_MESSAGE_CHARS + " (request id `id`)".len());
-        assert!(line.ends_with("(request id `id`)"), "{line}");
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::SecondsFormat;
 use serde_json::{Value, json};
 
-use super::grant::{Events, Failure, Grant, Recorded, Refusal, merge};
+use super::grant::{Events, Failure, Grant, Recorded, Refusal, merge, printable};
 use super::{Broker, BrokerError, RequestMeta};
 use crate::api::{CredentialsRequest, CredentialsResponse, RoleStatus, RolesResponse};
 use crate::audit::{EventKind, Outcome};
@@ -151,6 +151,10 @@ impl Broker {
             let (kind, error) = match &e {
                 AwsError::AccessDenied(_) => ("access_denied", BrokerError::StsAccessDenied),
                 AwsError::Invalid(_) => ("invalid", BrokerError::StsRejected),
+                // Instance answers never come from STS; should one, it is a refusal, not a retry.
+                AwsError::InstanceNotFound(_)
+                | AwsError::InstanceNotRunning(_)
+                | AwsError::InstanceUnsupported(_) => ("invalid", BrokerError::StsRejected),
                 AwsError::Throttled => ("throttled", BrokerError::StsUnavailable),
                 AwsError::Unavailable(_) => ("unavailable", BrokerError::StsUnavailable),
             };
@@ -182,6 +186,7 @@ impl Broker {
                 source_ip: client_addr
                     .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
                     .map(|a| a.ip()),
+                os_user: None,
             },
         }
     }
@@ -314,9 +319,4 @@ fn session_details(input: &AssumeRoleParams, grant_id: &str) -> Value {
         "duration_seconds": input.duration_secs,
         "external_id_set": input.external_id.is_some(),
     })
-}
-
-/// User-supplied text shortened and stripped for messages and audit.
-fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(64).collect()
 }

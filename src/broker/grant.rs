@@ -282,6 +282,11 @@ pub(super) fn merge(into: &mut Value, from: &Value) {
     }
 }
 
+/// User-supplied text shortened and stripped for messages and audit records.
+pub(super) fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
 /// A short random grant id: 16 hex characters.
 fn short_id() -> String {
     uuid::Uuid::new_v4()

@@ -10,7 +10,7 @@ use super::*;
 use crate::api::CredentialsRequest;
 use crate::audit::ChainStore;
 use crate::audit::memory::{MemoryChain, MemoryRecorder};
-use crate::aws::{AssumeRoleInput, AwsError, IssuedCredentials, Secret};
+use crate::aws::{AssumeRoleInput, AwsError, IssuedCredentials, PushedKey, Secret, SendKeyInput};
 use crate::clock::ManualClock;
 
 /// Mints fixed credentials (or fails as told) and counts the calls.
@@ -18,6 +18,8 @@ use crate::clock::ManualClock;
 struct CountingAws {
     calls: AtomicUsize,
     fail: std::sync::Mutex<Option<AwsError>>,
+    pushes: std::sync::Mutex<Vec<SendKeyInput>>,
+    fail_push: std::sync::Mutex<Option<AwsError>>,
 }
 
 #[async_trait::async_trait]
@@ -34,6 +36,17 @@ impl Aws for CountingAws {
             expiration: chrono::DateTime::<chrono::Utc>::from_timestamp(1_900_003_600, 0).unwrap(),
             assumed_role_arn: None,
             request_id: None,
+        })
+    }
+
+    async fn send_ssh_public_key(&self, input: &SendKeyInput) -> Result<PushedKey, AwsError> {
+        self.pushes.lock().unwrap().push(input.clone());
+        if let Some(e) = self.fail_push.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(PushedKey {
+            request_id: Some("eic-request-1".into()),
+            success: true,
         })
     }
 }

@@ -75,6 +75,9 @@ pub(super) struct ExplainArgs {
     /// The client's address.
     #[arg(long)]
     source_ip: Option<std::net::IpAddr>,
+    /// For `--action ssh`: the OS user to log in as.
+    #[arg(long)]
+    os_user: Option<String>,
 }
 
 pub(super) fn run(cmd: PolicyCmd) -> ExitCode {
@@ -211,6 +214,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             auth_age_secs: i64::try_from(args.auth_age.as_secs()).unwrap_or(i64::MAX),
             duration_secs: i64::try_from(duration).unwrap_or(i64::MAX),
             source_ip: args.source_ip,
+            os_user: args.os_user,
         },
     });
     println!(

@@ -11,7 +11,10 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::{ClientError, sanitize};
-pub use crate::api::{CredentialsRequest, CredentialsResponse, RoleStatus, RolesResponse};
+pub use crate::api::{
+    CredentialsRequest, CredentialsResponse, OsUserStatus, RoleStatus, RolesResponse,
+    SshKeyRequest, SshKeyResponse, TargetStatus, TargetsResponse,
+};
 use crate::api::{Problem, WellKnown, WhoAmI};
 
 /// A client for one broker.
@@ -71,6 +74,29 @@ impl BrokerClient {
             .bearer_auth(token)
             .json(body);
         self.send(req, Some(&body.role)).await
+    }
+
+    /// `GET /v1/targets`.
+    pub async fn targets(&self, token: &str) -> Result<TargetsResponse, ClientError> {
+        let req = self
+            .http
+            .get(self.endpoint("/v1/targets")?)
+            .bearer_auth(token);
+        self.send(req, None).await
+    }
+
+    /// `POST /v1/ssh/keys`: pushes a public key for one OS user of a target.
+    pub async fn ssh_key(
+        &self,
+        token: &str,
+        body: &SshKeyRequest,
+    ) -> Result<SshKeyResponse, ClientError> {
+        let req = self
+            .http
+            .post(self.endpoint("/v1/ssh/keys")?)
+            .bearer_auth(token)
+            .json(body);
+        self.send(req, Some(&body.target)).await
     }
 
     fn endpoint(&self, path: &str) -> Result<Url, ClientError> {

@@ -137,6 +137,29 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     result.map_err(|e| io_err(path, e))
 }
 
+/// Creates a new directory `PREFIX-RANDOM` (0700) inside the private directory `parent`
+/// (created if missing) and returns its path. Never reuses an existing directory.
+pub fn create_fresh_private_dir(parent: &Path, prefix: &str) -> Result<PathBuf, FileError> {
+    ensure_private_dir(parent)?;
+    let dir = parent.join(format!("{prefix}-{}", random_suffix()));
+    // SECURITY: not recursive, so an existing directory or symlink of that name is an error.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| io_err(&dir, e))?;
+    check_private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// `$XDG_RUNTIME_DIR/latchkey` when `XDG_RUNTIME_DIR` is set (and absolute), else the cache
+/// directory: where short-lived secrets such as a one-login SSH key go.
+pub fn runtime_dir() -> Result<PathBuf, FileError> {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(base) if base.is_absolute() => Ok(base.join("latchkey")),
+        _ => cache_dir(),
+    }
+}
+
 /// Removes `path` if it exists (a symlink is removed, never followed).
 pub fn remove(path: &Path) -> Result<bool, FileError> {
     match std::fs::remove_file(path) {
@@ -297,6 +320,17 @@ mod tests {
             ensure_private_dir(&dir),
             Err(FileError::Unsafe { .. })
         ));
+    }
+
+    #[test]
+    fn fresh_private_dirs_are_new_and_0700() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join("latchkey");
+        let a = create_fresh_private_dir(&parent, "ssh").unwrap();
+        let b = create_fresh_private_dir(&parent, "ssh").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::metadata(&a).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&parent).unwrap().mode() & 0o777, 0o700);
     }
 
     #[test]

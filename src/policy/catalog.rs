@@ -15,6 +15,7 @@ use crate::aws::input::{self as sts, RESERVED_TAG_KEYS};
 use crate::config::fields::Fields;
 use crate::config::{ConfigDuration, ConfigIssue};
 use crate::identity::Identity;
+use crate::ssh::HostKey;
 
 /// The parsed catalog.
 #[derive(Debug, Clone, Default)]
@@ -72,16 +73,26 @@ pub enum ArnError {
 pub struct Target {
     /// What users ask for.
     pub name: String,
-    /// The EC2 instance ids behind the name.
+    /// The EC2 instance ids behind the name (`i-` and 8 to 17 hex digits), at least one, no
+    /// repeats; the first is used when a request names none.
     pub instance_ids: Vec<String>,
     /// The instances' region.
     pub region: String,
-    /// The address users connect to, when it is not the instance's own.
+    /// The availability zone of the instances, when the catalog names it.
+    pub availability_zone: Option<String>,
+    /// What ssh connects to: a host name or an IP address. Without one, the CLI needs `--host`.
     pub host: Option<String>,
-    /// The OS users a key may be pushed for.
+    /// The SSH port (default 22).
+    pub port: u16,
+    /// The OS users a key may be pushed for: plain user names ([`crate::ssh::is_os_user`]),
+    /// at least one, no repeats.
     pub os_users: Vec<String>,
+    /// The host keys ssh must find there; empty when the catalog pins none.
+    pub host_keys: Vec<HostKey>,
 }
 
+/// The SSH port of a target that names none.
+pub const DEFAULT_SSH_PORT: u16 = 22;
 /// The shortest session STS grants, in seconds.
 pub const MIN_DURATION_SECS: u64 = 15 * 60;
 /// The longest session STS grants, in seconds.
@@ -585,8 +596,11 @@ fn parse_target(path: &str, table: Table, issues: &mut Vec<ConfigIssue>) -> Opti
     let name: Option<String> = f.required("name");
     let instance_ids: Option<Vec<String>> = f.required("instance_ids");
     let region: Option<String> = f.required("region");
+    let availability_zone: Option<String> = f.optional("availability_zone");
     let host: Option<String> = f.optional("host");
+    let port: Option<i64> = f.optional("port");
     let os_users: Option<Vec<String>> = f.required("os_users");
+    let host_keys: Option<Vec<String>> = f.optional("host_keys");
 
     let name = name.filter(|n| {
         let ok = is_catalog_name(n);
@@ -599,23 +613,10 @@ fn parse_target(path: &str, table: Table, issues: &mut Vec<ConfigIssue>) -> Opti
         ok
     });
     let instance_ids = instance_ids.filter(|ids| {
-        let mut ok = !ids.is_empty();
-        if !ok {
-            f.error(
-                f.path_of("instance_ids"),
-                "must list at least one instance".into(),
-            );
-        }
-        for (i, id) in ids.iter().enumerate() {
-            if !is_instance_id(id) {
-                f.error(
-                    format!("{}[{i}]", f.path_of("instance_ids")),
-                    format!("`{id}` is not an instance id such as `i-0123456789abcdef0`"),
-                );
-                ok = false;
-            }
-        }
-        ok
+        check_list(&mut f, "instance_ids", ids, "instance", |id| {
+            (!is_instance_id(id))
+                .then(|| format!("`{id}` is not an instance id such as `i-0123456789abcdef0`"))
+        })
     });
     let region = region.filter(|r| {
         let ok = is_region(r);
@@ -627,48 +628,107 @@ fn parse_target(path: &str, table: Table, issues: &mut Vec<ConfigIssue>) -> Opti
         }
         ok
     });
+    let availability_zone = match (availability_zone, &region) {
+        (Some(az), Some(r)) if !is_zone_of(&az, r) => {
+            f.error(
+                f.path_of("availability_zone"),
+                format!("`{az}` is not an availability zone of `{r}`, such as `{r}a`"),
+            );
+            None
+        }
+        (az, _) => az,
+    };
     let host = host.filter(|h| {
-        let ok = !h.is_empty()
-            && h.len() <= 253
-            && h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+        let ok = is_host(h);
         if !ok {
             f.error(
                 f.path_of("host"),
-                format!("`{h}` is not a host name or address"),
+                format!("`{h}` is not a host name or an IP address (no port, scheme or brackets)"),
             );
         }
         ok
     });
-    let os_users = os_users.filter(|users| {
-        let mut ok = !users.is_empty();
-        if !ok {
+    let port = match port {
+        None => Some(DEFAULT_SSH_PORT),
+        Some(p) => u16::try_from(p).ok().filter(|p| *p != 0).or_else(|| {
             f.error(
-                f.path_of("os_users"),
-                "must list at least one OS user".into(),
+                f.path_of("port"),
+                format!("`{p}` is not a port, 1 to 65535"),
             );
-        }
-        for (i, u) in users.iter().enumerate() {
-            if !is_os_user(u) {
-                f.error(
-                    format!("{}[{i}]", f.path_of("os_users")),
-                    format!(
-                        "`{u}` is not an OS user name of the form `[a-z_][a-z0-9_-]*` (at most 32)"
-                    ),
-                );
-                ok = false;
-            }
-        }
-        ok
+            None
+        }),
+    };
+    let os_users = os_users.filter(|users| {
+        check_list(&mut f, "os_users", users, "OS user", |u| {
+            (!crate::ssh::is_os_user(u)).then(|| {
+                format!("`{u}` is not an OS user name of the form `[a-z_][a-z0-9_-]*` (at most 32)")
+            })
+        })
     });
+    let host_keys = parse_host_keys(&mut f, host_keys.unwrap_or_default());
     f.finish();
     Some(Target {
         name: name?,
         instance_ids: instance_ids?,
         region: region?,
+        availability_zone,
         host,
+        port: port?,
         os_users: os_users?,
+        host_keys: host_keys?,
     })
+}
+
+/// Checks a list that must not be empty and must not repeat itself; `bad` says what is wrong
+/// with one entry, if anything. Reports every problem; true when there was none.
+fn check_list(
+    f: &mut Fields<'_>,
+    key: &str,
+    items: &[String],
+    what: &str,
+    bad: impl Fn(&str) -> Option<String>,
+) -> bool {
+    let path = f.path_of(key);
+    let mut ok = !items.is_empty();
+    if !ok {
+        f.error(path.clone(), format!("must list at least one {what}"));
+    }
+    let mut seen = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(message) = bad(item) {
+            f.error(format!("{path}[{i}]"), message);
+            ok = false;
+        } else if !seen.insert(item.as_str()) {
+            f.error(format!("{path}[{i}]"), format!("`{item}` is listed twice"));
+            ok = false;
+        }
+    }
+    ok
+}
+
+fn parse_host_keys(f: &mut Fields<'_>, lines: Vec<String>) -> Option<Vec<HostKey>> {
+    let path = f.path_of("host_keys");
+    let mut keys: Vec<HostKey> = Vec::with_capacity(lines.len());
+    let mut ok = true;
+    for (i, line) in lines.iter().enumerate() {
+        match HostKey::parse(line) {
+            Ok(k) => {
+                if let Some(j) = keys.iter().position(|seen| *seen == k) {
+                    f.error(
+                        format!("{path}[{i}]"),
+                        format!("the same key as `host_keys[{j}]`"),
+                    );
+                    ok = false;
+                }
+                keys.push(k);
+            }
+            Err(e) => {
+                f.error(format!("{path}[{i}]"), e.to_string());
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(keys)
 }
 
 fn is_account_id(s: &str) -> bool {
@@ -687,9 +747,10 @@ fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
+/// `^i-[0-9a-f]{8,17}$`.
 fn is_instance_id(s: &str) -> bool {
     s.strip_prefix("i-").is_some_and(|hex| {
-        (hex.len() == 8 || hex.len() == 17)
+        (8..=17).contains(&hex.len())
             && hex
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -709,13 +770,42 @@ fn is_region(s: &str) -> bool {
             .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn is_os_user(s: &str) -> bool {
-    let mut chars = s.chars();
-    s.len() <= 32
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+/// An availability zone of `region`: the region and a letter (`eu-west-1a`), or a Local or
+/// Wavelength zone's suffix (`us-west-2-lax-1a`).
+fn is_zone_of(zone: &str, region: &str) -> bool {
+    let Some(rest) = zone.strip_prefix(region) else {
+        return false;
+    };
+    let letter = |b: &u8| b.is_ascii_lowercase();
+    match rest.as_bytes() {
+        [b] => letter(b),
+        [b'-', middle @ .., last] => {
+            letter(last)
+                && middle
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        }
+        _ => false,
+    }
+}
+
+/// A host name (dot-separated labels of letters, digits and inner hyphens) or an IP address.
+// SECURITY: nothing that starts with `-` (ssh would read an option), no spaces, no `user@`, no
+// `host:port`, no URL: the CLI passes this to ssh and writes it into ssh_config.
+fn is_host(h: &str) -> bool {
+    if h.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn issue(path: &str, message: &str) -> ConfigIssue {

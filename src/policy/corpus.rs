@@ -14,6 +14,7 @@
 //! auth_age_secs = 60                     # default 0
 //! action = "assume"                      # default assume
 //! role = "readonly"                      # or target = "..."
+//! os_user = "ec2-user"                   # for `ssh`
 //! duration = "1h"                        # default: the role's default duration
 //! expect = "allow"                       # or "deny"
 //! determining = ["catalog.allow_groups.readonly"]   # optional, compared as a set
@@ -102,6 +103,7 @@ struct RawCase {
     target: Option<String>,
     duration: Option<ConfigDuration>,
     source_ip: Option<IpAddr>,
+    os_user: Option<String>,
     expect: String,
     determining: Option<Vec<String>>,
     reason: Option<String>,
@@ -188,6 +190,7 @@ fn case(c: RawCase) -> Result<TestCase, CaseError> {
             auth_age_secs: c.auth_age_secs,
             duration_secs,
             source_ip: c.source_ip,
+            os_user: c.os_user,
         },
         duration_given: c.duration.is_some(),
         expect,
@@ -201,7 +204,7 @@ impl PolicySet {
     pub fn run_tests(&self, cases: &[TestCase]) -> TestReport {
         let mut report = TestReport::default();
         for c in cases {
-            let mut context = c.context;
+            let mut context = c.context.clone();
             if !c.duration_given {
                 context.duration_secs = match (&c.resource, c.action) {
                     (Resource::Role(name), Action::Assume) => self.role(name).map_or(3600, |r| {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use super::{Action, DurationError};
+use super::{Action, DurationError, OsUserError};
 
 /// One reason for a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub enum Reason {
         /// The resource's name.
         resource: String,
     },
+    /// The OS user of an `ssh` request is missing, malformed, or not one of the target's; no
+    /// policy can override this.
+    OsUser(OsUserError),
     /// A policy determined the effect; the text is its `@reason`, or names the policy.
     Policy {
         /// The policy's id.
@@ -80,6 +83,7 @@ impl fmt::Display for Reason {
             }
             Reason::Identity(e) => write!(f, "{e}"),
             Reason::NoPermit { action, resource } => f.write_str(&action.no_permit(resource)),
+            Reason::OsUser(e) => write!(f, "{e}"),
             Reason::Policy { text: Some(t), .. } => f.write_str(t),
             Reason::Policy { id, text: None } => write!(f, "denied by policy `{id}`"),
             Reason::Unevaluable(e) => write!(f, "the request could not be evaluated: {e}"),

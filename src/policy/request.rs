@@ -54,7 +54,7 @@ pub enum Resource {
 }
 
 /// Facts about one request, supplied by the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
     /// The login used a second factor.
     pub mfa: bool,
@@ -64,6 +64,10 @@ pub struct RequestContext {
     pub duration_secs: i64,
     /// The client's address, when known.
     pub source_ip: Option<IpAddr>,
+    /// For [`Action::Ssh`]: the OS user to log in as. Required there, whatever the policies say
+    /// (see [`super::check_os_user`]); Cedar sees it as `context.os_user`. Ignored by the other
+    /// actions, whose context has no such attribute.
+    pub os_user: Option<String>,
 }
 
 /// The answer: deny unless a policy permits and none forbids.
@@ -172,10 +176,24 @@ impl RequestContext {
             auth_age_secs: now.saturating_sub(authenticated).max(0),
             duration_secs,
             source_ip: None,
+            os_user: None,
         }
     }
 
-    pub(crate) fn to_cedar(self) -> Result<Context, Box<cedar_policy::ContextCreationError>> {
+    /// The same context asking to log in as `os_user` (for [`Action::Ssh`]).
+    pub fn with_os_user(self, os_user: impl Into<String>) -> Self {
+        Self {
+            os_user: Some(os_user.into()),
+            ..self
+        }
+    }
+
+    /// The Cedar context of `action`: the schema gives `ssh` its own context type, the only one
+    /// with `os_user`.
+    pub(crate) fn to_cedar(
+        &self,
+        action: Action,
+    ) -> Result<Context, Box<cedar_policy::ContextCreationError>> {
         let mut pairs = vec![
             ("mfa".to_owned(), RestrictedExpression::new_bool(self.mfa)),
             (
@@ -191,6 +209,12 @@ impl RequestContext {
             pairs.push((
                 "source_ip".to_owned(),
                 RestrictedExpression::new_ip(ip.to_string()),
+            ));
+        }
+        if let (Action::Ssh, Some(user)) = (action, &self.os_user) {
+            pairs.push((
+                "os_user".to_owned(),
+                RestrictedExpression::new_string(user.clone()),
             ));
         }
         Context::from_pairs(pairs).map_err(Box::new)

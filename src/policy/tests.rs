@@ -86,6 +86,7 @@ fn ctx(mfa: bool, duration_secs: i64) -> RequestContext {
         auth_age_secs: 60,
         duration_secs,
         source_ip: None,
+        os_user: None,
     }
 }
 
@@ -224,9 +225,152 @@ fn unknown_role_and_target_are_denied() {
         identity: &alice,
         action: Action::Ssh,
         resource: Resource::Target("bastion".into()),
-        context: ctx(false, 0),
+        context: ctx(false, 0).with_os_user("ec2-user"),
     });
     assert_eq!(texts(&d), vec!["no policy permits you to ssh to `bastion`"]);
+}
+
+const SSH_CATALOG: &str = r#"
+[[target]]
+name = "bastion"
+instance_ids = ["i-0123456789abcdef0"]
+region = "eu-west-1"
+os_users = ["ec2-user", "root"]
+
+[[target]]
+name = "web"
+instance_ids = ["i-0123456789abcdef1"]
+region = "eu-west-1"
+os_users = ["ubuntu"]
+"#;
+
+fn ssh(set: &PolicySet, who: &Identity, target: &str, context: RequestContext) -> Decision {
+    set.decide(&AccessRequest {
+        identity: who,
+        action: Action::Ssh,
+        resource: Resource::Target(target.into()),
+        context,
+    })
+}
+
+#[test]
+fn the_os_user_must_be_one_of_the_targets_whatever_the_policies_say() {
+    // A policy that permits everything, and one that even names the OS user.
+    let set = PolicySet::from_sources(&sources(
+        SSH_CATALOG,
+        r#"
+@id("everyone") permit (principal, action, resource);
+@id("even-admin") permit (principal, action, resource) when { context has os_user && context.os_user == "admin" };
+"#,
+    ))
+    .unwrap();
+    let who = person("alice", &["engineering"], None);
+    assert!(
+        ssh(
+            &set,
+            &who,
+            "bastion",
+            ctx(false, 0).with_os_user("ec2-user")
+        )
+        .is_allowed()
+    );
+    assert!(ssh(&set, &who, "bastion", ctx(false, 0).with_os_user("root")).is_allowed());
+
+    let d = ssh(&set, &who, "bastion", ctx(false, 0).with_os_user("admin"));
+    assert_eq!(d.effect, Effect::Deny);
+    assert!(d.determining.is_empty());
+    assert_eq!(
+        d.reasons,
+        vec![Reason::OsUser(OsUserError::NotOnTarget {
+            os_user: "admin".into(),
+            target: "bastion".into(),
+            allowed: "`ec2-user`, `root`".into(),
+        })]
+    );
+    assert_eq!(
+        texts(&d),
+        vec!["`admin` is not an OS user of target `bastion`; it allows `ec2-user`, `root`"]
+    );
+    // Another target's user is not this target's.
+    let d = ssh(&set, &who, "bastion", ctx(false, 0).with_os_user("ubuntu"));
+    assert!(matches!(
+        d.reasons.as_slice(),
+        [Reason::OsUser(OsUserError::NotOnTarget { .. })]
+    ));
+
+    let d = ssh(&set, &who, "bastion", ctx(false, 0));
+    assert_eq!(d.reasons, vec![Reason::OsUser(OsUserError::Missing)]);
+    assert_eq!(texts(&d), vec!["name the OS user to log in as"]);
+
+    for bad in [
+        "Root",
+        "root\n",
+        "-oProxyCommand=x",
+        "",
+        "ec2 user",
+        &"a".repeat(33),
+    ] {
+        let d = ssh(&set, &who, "bastion", ctx(false, 0).with_os_user(bad));
+        assert_eq!(
+            d.reasons,
+            vec![Reason::OsUser(OsUserError::Invalid)],
+            "{bad:?}"
+        );
+        if !bad.is_empty() {
+            assert!(!texts(&d)[0].contains(bad), "the reason echoes {bad:?}");
+        }
+    }
+    // The OS user plays no part in other actions.
+    let d = set.decide(&AccessRequest {
+        identity: &who,
+        action: Action::ReadAudit,
+        resource: Resource::Target("bastion".into()),
+        context: ctx(false, 0),
+    });
+    assert!(d.is_allowed());
+}
+
+#[test]
+fn policies_decide_on_context_os_user() {
+    let set = PolicySet::from_sources(&sources(
+        SSH_CATALOG,
+        r#"
+@id("engineering-ec2-user")
+permit (principal in Latchkey::Group::"engineering", action == Latchkey::Action::"ssh", resource)
+when { context.os_user == "ec2-user" };
+
+@id("sre-root")
+permit (principal in Latchkey::Group::"sre", action == Latchkey::Action::"ssh", resource == Latchkey::Target::"bastion")
+when { context.os_user == "root" };
+"#,
+    ))
+    .unwrap();
+    let alice = person("alice", &["engineering"], None);
+    let bob = person("bob", &["engineering", "sre"], None);
+    let as_user = |u: &str| ctx(false, 0).with_os_user(u);
+    let d = ssh(&set, &alice, "bastion", as_user("ec2-user"));
+    assert_eq!(d.determining, vec!["engineering-ec2-user"]);
+    let d = ssh(&set, &alice, "bastion", as_user("root"));
+    assert_eq!(texts(&d), vec!["no policy permits you to ssh to `bastion`"]);
+    let d = ssh(&set, &bob, "bastion", as_user("root"));
+    assert_eq!(d.determining, vec!["sre-root"]);
+}
+
+#[test]
+fn a_schema_without_os_user_in_the_ssh_context_fails_to_load() {
+    let old = SCHEMA.replace(
+        "action ssh appliesTo { principal: User, resource: Target, context: SshContext };",
+        "action ssh appliesTo { principal: User, resource: Target, context: RequestContext };",
+    );
+    assert_ne!(old, SCHEMA);
+    let mut s = sources(SSH_CATALOG, "");
+    s.schema = old;
+    let e = PolicySet::from_sources(&s).unwrap_err().to_string();
+    assert!(
+        e.contains("the action `ssh` on a target must take a context of")
+            && e.contains("`os_user: String`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -518,6 +662,7 @@ fn slicing_changes_no_decision() {
                                 auth_age_secs,
                                 duration_secs,
                                 source_ip: None,
+                                os_user: Some("ec2-user".to_owned()),
                             },
                         };
                         assert_eq!(

@@ -97,12 +97,84 @@ impl ApiError {
                     "Invalid duration",
                     Some(d.to_string()),
                 ),
+                // The instance was chosen by the catalog, so none of EC2 Instance Connect's
+                // refusals is the caller's to fix: 502 (the upstream refused what the broker
+                // sent) without `Retry-After`, except a stopped instance (409: it may start) and
+                // an outage (503 with `Retry-After`).
+                BrokerError::EicAccessDenied => s(
+                    S::BAD_GATEWAY,
+                    "eic_access_denied",
+                    "EC2 Instance Connect refused",
+                    Some(
+                        "AWS refused to let the broker push keys to this instance; \
+                         ask an administrator"
+                            .into(),
+                    ),
+                ),
+                BrokerError::EicRejected => s(
+                    S::BAD_GATEWAY,
+                    "eic_rejected",
+                    "EC2 Instance Connect rejected the request",
+                    Some(
+                        "EC2 Instance Connect rejected the request the broker built for this \
+                         target; retrying will not help, ask an administrator"
+                            .into(),
+                    ),
+                ),
+                BrokerError::EicUnavailable => s(
+                    S::SERVICE_UNAVAILABLE,
+                    "eic_unavailable",
+                    "EC2 Instance Connect unavailable",
+                    Some("EC2 Instance Connect did not answer in time; try again".into()),
+                ),
+                BrokerError::InstanceInvalid { target } => s(
+                    S::BAD_REQUEST,
+                    "instance_invalid",
+                    "Invalid instance",
+                    Some(format!(
+                        "the instance is not one of the instances of target `{target}`; \
+                         `latchkey targets` lists them"
+                    )),
+                ),
+                BrokerError::InstanceNotFound => s(
+                    S::BAD_GATEWAY,
+                    "instance_not_found",
+                    "Instance not found",
+                    Some(
+                        "EC2 Instance Connect does not know the target's instance; \
+                         ask an administrator"
+                            .into(),
+                    ),
+                ),
+                BrokerError::InstanceNotRunning => s(
+                    S::CONFLICT,
+                    "instance_not_running",
+                    "Instance not running",
+                    Some("the target's instance is not running; try again once it is".into()),
+                ),
+                BrokerError::InstanceUnsupported => s(
+                    S::BAD_GATEWAY,
+                    "instance_unsupported",
+                    "Instance does not support EC2 Instance Connect",
+                    Some(
+                        "the target's instance cannot take pushed keys; ask an administrator"
+                            .into(),
+                    ),
+                ),
+                // SECURITY: the detail describes the rule, never the text that broke it (it may
+                // be a private key pasted by mistake).
+                BrokerError::PublicKeyInvalid(e) => s(
+                    S::BAD_REQUEST,
+                    "public_key_invalid",
+                    "Invalid public key",
+                    Some(e.to_string()),
+                ),
                 BrokerError::RateLimited { retry_after_secs } => s(
                     S::TOO_MANY_REQUESTS,
                     "rate_limited",
                     "Too many requests",
                     Some(format!(
-                        "too many credential requests; retry in {retry_after_secs}s"
+                        "too many grant requests; retry in {retry_after_secs}s"
                     )),
                 ),
                 // SECURITY: the detail describes the rule, never the text that broke it.
@@ -288,9 +360,14 @@ impl IntoResponse for ApiError {
         };
         let mut resp =
             problem_response_with(shape.status, shape.code, shape.title, shape.detail, reasons);
-        if let Self::Broker(BrokerError::RateLimited { retry_after_secs }) = &self {
+        let retry_after = match &self {
+            Self::Broker(BrokerError::RateLimited { retry_after_secs }) => Some(*retry_after_secs),
+            Self::Broker(BrokerError::EicUnavailable) => Some(EIC_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Self::Auth(a) = &self
             && shape.status == StatusCode::UNAUTHORIZED
@@ -306,6 +383,10 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// When to try again after EC2 Instance Connect kept throttling or did not answer: about one
+/// retry budget.
+const EIC_RETRY_AFTER_SECS: u64 = 10;
 
 fn texts(reasons: &[Reason]) -> Vec<String> {
     reasons.iter().map(ToString::to_string).collect()

@@ -11,7 +11,8 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, RequestId};
 use crate::api::{
-    CredentialsRequest, CredentialsResponse, Ready, RolesResponse, WellKnown, WhoAmI,
+    CredentialsRequest, CredentialsResponse, Ready, RolesResponse, SshKeyRequest, SshKeyResponse,
+    TargetsResponse, WellKnown, WhoAmI,
 };
 use crate::broker::{NotReady, RequestMeta};
 
@@ -55,6 +56,22 @@ pub async fn credentials(
     ApiJson(req): ApiJson<CredentialsRequest>,
 ) -> Result<Json<CredentialsResponse>, ApiError> {
     Ok(Json(s.broker.issue_credentials(&id, &req, &meta.0).await?))
+}
+
+/// `GET /v1/targets`: every SSH target and, per OS user, allowed or denied for the caller, and
+/// why.
+pub async fn targets(State(s): State<AppState>, Principal(id): Principal) -> Json<TargetsResponse> {
+    Json(s.broker.targets(&id))
+}
+
+/// `POST /v1/ssh/keys`: push the caller's public key to one instance of a target for 60 seconds.
+pub async fn ssh_keys(
+    State(s): State<AppState>,
+    meta: Meta,
+    Principal(id): Principal,
+    ApiJson(req): ApiJson<SshKeyRequest>,
+) -> Result<Json<SshKeyResponse>, ApiError> {
+    Ok(Json(s.broker.push_ssh_key(&id, &req, &meta.0).await?))
 }
 
 /// Any other path.

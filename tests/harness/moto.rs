@@ -100,6 +100,21 @@ pub struct AssumeRoleCall {
     pub all: BTreeMap<String, String>,
 }
 
+/// The parameters of a recorded EC2 Instance Connect `SendSSHPublicKey`, from its JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendKeyCall {
+    pub instance_id: Option<String>,
+    pub os_user: Option<String>,
+    pub public_key: Option<String>,
+    pub availability_zone: Option<String>,
+    /// The region the request was signed for (`Authorization`'s credential scope).
+    pub region: Option<String>,
+    /// The request's `X-Amz-Date`.
+    pub amz_date: Option<String>,
+    /// The whole JSON body, to check nothing else was sent.
+    pub body: Value,
+}
+
 impl Moto {
     /// Starts a fresh moto server with its recorder on.
     pub async fn start() -> Moto {
@@ -170,6 +185,16 @@ impl Moto {
             .await
             .iter()
             .filter_map(RecordedRequest::assume_role)
+            .collect()
+    }
+
+    /// The recorded EC2 Instance Connect `SendSSHPublicKey` calls since the last reset, oldest
+    /// first.
+    pub async fn send_key_calls(&self) -> Vec<SendKeyCall> {
+        self.recorded_requests()
+            .await
+            .iter()
+            .filter_map(RecordedRequest::send_ssh_public_key)
             .collect()
     }
 
@@ -357,6 +382,43 @@ impl RecordedRequest {
                 .collect(),
             external_id: get("ExternalId"),
             all,
+        })
+    }
+}
+
+impl RecordedRequest {
+    /// A header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `SendSSHPublicKey` parameters, if this request is one (JSON protocol: the operation is
+    /// in `X-Amz-Target`).
+    pub fn send_ssh_public_key(&self) -> Option<SendKeyCall> {
+        let target = self.header("x-amz-target")?;
+        if !target.ends_with(".SendSSHPublicKey") {
+            return None;
+        }
+        let RecordedBody::Json(body) = &self.body else {
+            return None;
+        };
+        let text = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
+        // `AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/SERVICE/aws4_request, ...`
+        let region = self.header("authorization").and_then(|auth| {
+            let scope = auth.split("Credential=").nth(1)?.split(',').next()?;
+            scope.split('/').nth(2).map(str::to_owned)
+        });
+        Some(SendKeyCall {
+            instance_id: text("InstanceId"),
+            os_user: text("InstanceOSUser"),
+            public_key: text("SSHPublicKey"),
+            availability_zone: text("AvailabilityZone"),
+            region,
+            amz_date: self.header("x-amz-date").map(str::to_owned),
+            body: body.clone(),
         })
     }
 }

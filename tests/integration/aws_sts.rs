@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sts::config::Credentials;
 use latchkey::aws::{
-    AssumeRoleInput, AssumeRoleParams, Aws, AwsError, IssuedCredentials, SessionName, SessionTag,
+    AssumeRoleInput, AssumeRoleParams, AwsError, IssuedCredentials, SessionName, SessionTag,
     SourceIdentity, StsAws,
 };
 use latchkey::config::AwsConfig;

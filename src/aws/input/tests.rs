@@ -234,3 +234,152 @@ fn external_id() {
         assert_eq!(refused(p).field(), "external_id", "{bad}");
     }
 }
+
+// === SendKeyInput ===
+
+/// An ed25519 key line as `PublicKey::openssh_line` writes it: 80 characters.
+const ED25519: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+fn send_key() -> SendKeyParams {
+    SendKeyParams {
+        region: "eu-west-1".to_owned(),
+        instance_id: "i-0123456789abcdef0".to_owned(),
+        os_user: "ec2-user".to_owned(),
+        public_key: ED25519.to_owned(),
+        availability_zone: Some("eu-west-1a".to_owned()),
+    }
+}
+
+fn key_refused(params: SendKeyParams) -> InputError {
+    match SendKeyInput::new(params) {
+        Ok(input) => panic!("accepted {input:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_catalog_push_passes_unchanged() {
+    assert_eq!(ED25519.len(), 80);
+    let input = SendKeyInput::new(send_key()).unwrap();
+    assert_eq!(input.params(), &send_key());
+    let without_zone = SendKeyParams {
+        availability_zone: None,
+        instance_id: "i-01234567".to_owned(),
+        os_user: "_svc-1".to_owned(),
+        ..send_key()
+    };
+    assert!(SendKeyInput::new(without_zone).is_ok());
+}
+
+#[test]
+fn instance_ids_follow_ec2_instance_connects_pattern() {
+    for id in [
+        "i-0123456",
+        "i-0123456789abcdef01",
+        "i-0123456789ABCDEF0",
+        "0123456789",
+        "i-",
+    ] {
+        let e = key_refused(SendKeyParams {
+            instance_id: id.to_owned(),
+            ..send_key()
+        });
+        assert_eq!(e.field(), "instance_id", "{id}");
+    }
+    for id in ["i-01234567", "i-0123456789abc", "i-0123456789abcdef0"] {
+        let params = SendKeyParams {
+            instance_id: id.to_owned(),
+            ..send_key()
+        };
+        assert!(SendKeyInput::new(params).is_ok(), "{id}");
+    }
+}
+
+#[test]
+fn os_users_follow_the_unix_user_pattern() {
+    let longest = format!("a{}", "b".repeat(31));
+    assert!(
+        SendKeyInput::new(SendKeyParams {
+            os_user: longest.clone(),
+            ..send_key()
+        })
+        .is_ok()
+    );
+    for user in [
+        "",
+        "Root",
+        "1user",
+        "-user",
+        "ec2 user",
+        "ec2-user\n",
+        &format!("{longest}c"),
+    ] {
+        let e = key_refused(SendKeyParams {
+            os_user: user.to_owned(),
+            ..send_key()
+        });
+        assert_eq!(e.field(), "os_user", "{user:?}");
+    }
+}
+
+#[test]
+fn the_key_line_is_80_to_4096_characters_of_one_known_type_and_never_quoted() {
+    let rsa_4096 = format!("ssh-rsa {}", "A".repeat(4088));
+    assert_eq!(rsa_4096.len(), 4096);
+    assert!(
+        SendKeyInput::new(SendKeyParams {
+            public_key: rsa_4096.clone(),
+            ..send_key()
+        })
+        .is_ok()
+    );
+    let cases = [
+        format!("{rsa_4096}A"),
+        ED25519[..79].to_owned(),
+        format!("{ED25519} comment"),
+        format!("{ED25519}\n"),
+        ED25519.replace("ssh-ed25519", "ssh-dss    "),
+        format!("ecdsa-sha2-nistp256 {}", "A".repeat(80)),
+        format!("command=\"x\" {ED25519}"),
+        format!("ssh-ed25519  {}", "A".repeat(80)),
+    ];
+    for line in cases {
+        let e = key_refused(SendKeyParams {
+            public_key: line.clone(),
+            ..send_key()
+        });
+        assert_eq!(e.field(), "public_key", "{line}");
+        assert!(!e.to_string().contains("AAAA"), "{e}");
+    }
+}
+
+#[test]
+fn regions_and_availability_zones_are_checked() {
+    for zone in ["eu-west-1a", "us-gov-west-1b", "us-east-1-bos-1a"] {
+        let params = SendKeyParams {
+            availability_zone: Some(zone.to_owned()),
+            ..send_key()
+        };
+        let result = SendKeyInput::new(params);
+        if zone == "us-east-1-bos-1a" {
+            assert_eq!(result.unwrap_err().field(), "availability_zone");
+        } else {
+            assert!(result.is_ok(), "{zone}");
+        }
+    }
+    for zone in ["", "eu-west-1", "euwest1a", "eu-west-a", "eu west-1a"] {
+        let e = key_refused(SendKeyParams {
+            availability_zone: Some(zone.to_owned()),
+            ..send_key()
+        });
+        assert_eq!(e.field(), "availability_zone", "{zone:?}");
+    }
+    for region in ["", "eu-west", "EU-west-1", "eu-west-1a"] {
+        let e = key_refused(SendKeyParams {
+            region: region.to_owned(),
+            ..send_key()
+        });
+        assert_eq!(e.field(), "region", "{region:?}");
+    }
+}

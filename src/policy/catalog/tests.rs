@@ -1,4 +1,5 @@
-//! The catalog refuses what STS would refuse at grant time, with the checks of `aws/input.rs`.
+//! The catalog refuses what STS would refuse at grant time, with the checks of `aws/input.rs`,
+//! and SSH targets that EC2 Instance Connect or ssh could not use.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -134,6 +135,209 @@ fn a_tag_key_with_a_character_sts_refuses_is_refused_at_load() {
     let errors = load("session_tags = { \"te\u{093E}m\" = \"x\" }\n", &[]).unwrap_err();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("the tag key contains"), "{errors:?}");
+}
+
+// === targets ===
+
+const ED25519: &str = include_str!("../../../tests/fixtures/ssh/ed25519.pub");
+const ECDSA_256: &str = include_str!("../../../tests/fixtures/ssh/ecdsa-256.pub");
+const RSA_2048: &str = include_str!("../../../tests/fixtures/ssh/rsa-2048.pub");
+const CERT: &str = include_str!("../../../tests/fixtures/ssh/ed25519-cert.pub");
+
+/// Loads a catalog of one role and one target made of `body`.
+fn load_target(body: &str) -> Result<PolicySet, Vec<String>> {
+    load(&format!("\n[[target]]\n{body}"), &[])
+}
+
+fn target_errors(body: &str) -> Vec<String> {
+    load_target(body).map(|_| ()).unwrap_err()
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.trim_end().to_owned()).to_string()
+}
+
+#[test]
+fn a_target_with_every_key_parses() {
+    let body = format!(
+        r#"name = "bastion"
+instance_ids = ["i-0123abcd", "i-0123456789abcdef0", "i-0123456789ab"]
+region = "us-gov-west-1"
+availability_zone = "us-gov-west-1b"
+host = "bastion.internal.example.com"
+port = 2222
+os_users = ["ec2-user", "root", "_deploy"]
+host_keys = [{}, {}, {}]
+"#,
+        toml_str(ED25519),
+        toml_str(ECDSA_256),
+        toml_str(RSA_2048)
+    );
+    let set = load_target(&body).unwrap();
+    let t = set.target("bastion").unwrap();
+    assert_eq!(
+        t.instance_ids,
+        ["i-0123abcd", "i-0123456789abcdef0", "i-0123456789ab"]
+    );
+    assert_eq!(t.region, "us-gov-west-1");
+    assert_eq!(t.availability_zone.as_deref(), Some("us-gov-west-1b"));
+    assert_eq!(t.host.as_deref(), Some("bastion.internal.example.com"));
+    assert_eq!(t.port, 2222);
+    assert_eq!(t.os_users, ["ec2-user", "root", "_deploy"]);
+    let keys: Vec<String> = t.host_keys.iter().map(|k| k.openssh_line()).collect();
+    let expected: Vec<String> = [ED25519, ECDSA_256, RSA_2048]
+        .iter()
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(keys, expected, "comments are dropped");
+}
+
+#[test]
+fn a_minimal_target_gets_the_defaults() {
+    let set = load_target(
+        "name = \"web\"\ninstance_ids = [\"i-0123456789abcdef0\"]\nregion = \"eu-west-1\"\nos_users = [\"ubuntu\"]\n",
+    )
+    .unwrap();
+    let t = set.target("web").unwrap();
+    assert_eq!(t.port, 22);
+    assert_eq!(t.host, None);
+    assert_eq!(t.availability_zone, None);
+    assert!(t.host_keys.is_empty());
+    for host in [
+        "10.0.0.5",
+        "::1",
+        "2001:db8::1",
+        "localhost",
+        "a-b.example.com",
+    ] {
+        let body = format!(
+            "name = \"web\"\ninstance_ids = [\"i-0123456789abcdef0\"]\nregion = \"eu-west-1\"\nos_users = [\"ubuntu\"]\nhost = \"{host}\"\n"
+        );
+        assert!(load_target(&body).is_ok(), "{host}");
+    }
+    for zone in ["eu-west-1a", "eu-west-1-lax-1a"] {
+        let body = format!(
+            "name = \"web\"\ninstance_ids = [\"i-0123456789abcdef0\"]\nregion = \"eu-west-1\"\nos_users = [\"ubuntu\"]\navailability_zone = \"{zone}\"\n"
+        );
+        assert!(load_target(&body).is_ok(), "{zone}");
+    }
+}
+
+#[test]
+fn every_problem_of_a_target_is_reported_at_once_with_its_key_path() {
+    let body = format!(
+        r#"name = "Bastion"
+instance_ids = ["i-0123abcd", "i-0123abc", "i-0123456789abcdef01", "I-0123ABCD", "i-0123abcd"]
+region = "eu-west"
+host = "-oProxyCommand=x"
+port = 0
+os_users = ["ec2-user", "Root", "ec2-user", "a$"]
+host_keys = [{}, {}, "bastion {}", {}, "", {}]
+"#,
+        toml_str(ED25519),
+        toml_str(CERT),
+        ED25519.trim_end(),
+        toml_str("-----BEGIN OPENSSH PRIVATE KEY-----"),
+        toml_str(&ED25519.replace("ed25519@example.com", "other comment")),
+    );
+    let errors = target_errors(&body);
+    let expected = [
+        "catalog.toml: target[0].name: `Bastion` is not a name",
+        "catalog.toml: target[0].instance_ids[1]: `i-0123abc` is not an instance id",
+        "catalog.toml: target[0].instance_ids[2]: `i-0123456789abcdef01` is not an instance id",
+        "catalog.toml: target[0].instance_ids[3]: `I-0123ABCD` is not an instance id",
+        "catalog.toml: target[0].instance_ids[4]: `i-0123abcd` is listed twice",
+        "catalog.toml: target[0].region: `eu-west` is not a region",
+        "catalog.toml: target[0].host: `-oProxyCommand=x` is not a host name or an IP address",
+        "catalog.toml: target[0].port: `0` is not a port, 1 to 65535",
+        "catalog.toml: target[0].os_users[1]: `Root` is not an OS user name",
+        "catalog.toml: target[0].os_users[2]: `ec2-user` is listed twice",
+        "catalog.toml: target[0].os_users[3]: `a$` is not an OS user name",
+        "catalog.toml: target[0].host_keys[1]: certificates are not accepted",
+        "catalog.toml: target[0].host_keys[2]: the line must start with the key type",
+        "catalog.toml: target[0].host_keys[3]: this is a private key",
+        "catalog.toml: target[0].host_keys[4]: the host key is empty",
+        "catalog.toml: target[0].host_keys[5]: the same key as `host_keys[0]`",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (e, want) in errors.iter().zip(expected) {
+        assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
+    }
+}
+
+#[test]
+fn each_target_key_is_checked() {
+    let base = |extra: &str| {
+        format!(
+            "name = \"web\"\ninstance_ids = [\"i-0123456789abcdef0\"]\nregion = \"eu-west-1\"\nos_users = [\"ubuntu\"]\n{extra}\n"
+        )
+    };
+    let cases = [
+        (
+            "instance_ids = []",
+            "target[0].instance_ids: must list at least one instance",
+        ),
+        (
+            "os_users = []",
+            "target[0].os_users: must list at least one OS user",
+        ),
+        ("port = 65536", "target[0].port: `65536` is not a port"),
+        ("port = -22", "target[0].port: `-22` is not a port"),
+        ("port = \"22\"", "target[0].port: "),
+        (
+            "availability_zone = \"eu-west-2a\"",
+            "target[0].availability_zone: `eu-west-2a` is not an availability zone of `eu-west-1`",
+        ),
+        (
+            "availability_zone = \"eu-west-1\"",
+            "target[0].availability_zone:",
+        ),
+        (
+            "availability_zone = \"eu-west-1ab\"",
+            "target[0].availability_zone:",
+        ),
+        ("host = \"bastion example.com\"", "target[0].host:"),
+        ("host = \"https://bastion.example.com\"", "target[0].host:"),
+        ("host = \"bastion.example.com:22\"", "target[0].host:"),
+        ("host = \"ec2-user@bastion\"", "target[0].host:"),
+        ("host = \"[::1]\"", "target[0].host:"),
+        ("host = \"\"", "target[0].host:"),
+        ("host_keys = \"x\"", "target[0].host_keys:"),
+        ("shell = \"/bin/sh\"", "target[0].shell:"),
+    ];
+    for (extra, want) in cases {
+        // Replacing a key rather than adding it twice, where the case sets a required one.
+        let body = match extra.split_once(" = ") {
+            Some((key @ ("instance_ids" | "os_users"), _)) => base("")
+                .lines()
+                .filter(|l| !l.starts_with(key))
+                .chain([extra])
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => base(extra),
+        };
+        let errors = target_errors(&body);
+        assert_eq!(errors.len(), 1, "{extra}: {errors:#?}");
+        assert!(
+            errors[0].starts_with(&format!("catalog.toml: {want}")),
+            "{extra}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn a_policy_naming_an_unknown_target_is_refused() {
+    let sources = Sources {
+        catalog: "[[target]]\nname = \"web\"\ninstance_ids = [\"i-0123456789abcdef0\"]\nregion = \"eu-west-1\"\nos_users = [\"ubuntu\"]\n".into(),
+        schema: SCHEMA.to_owned(),
+        policies: vec![(
+            "ssh.cedar".into(),
+            "@id(\"x\") permit (principal, action == Latchkey::Action::\"ssh\", resource == Latchkey::Target::\"db\");".into(),
+        )],
+        files: BTreeMap::new(),
+    };
+    let e = PolicySet::from_sources(&sources).unwrap_err().to_string();
+    assert!(e.contains("unknown target `db` in policy `x`"), "{e}");
 }
 
 const SCHEMA: &str = include_str!("../../../policies/latchkey.cedarschema");

@@ -1,0 +1,281 @@
+//! [`SdkAws`]: the [`Aws`] port over the AWS SDK for Rust, one client per service ([`StsAws`] and
+//! [`InstanceConnect`]) built from one configuration, and what the service adapters share: how
+//! the SDK is configured, the retry loop, and how an AWS message becomes one bounded line.
+//!
+//! The broker's own identity comes from aws-config's default chain (environment, profile, web
+//! identity, container or instance role); the region and an optional endpoint (moto in tests and
+//! the sandbox) come from [`AwsConfig`].
+//!
+//! A call never hangs: the SDK's retries are off, each attempt has a timeout, throttled attempts
+//! are retried by a [`Backoff`] inside its budget, and the whole call is cut off at that budget too.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_sts::config::{Credentials, Region};
+
+use super::instance_connect::InstanceConnect;
+use super::retry::Backoff;
+use super::sts::StsAws;
+use super::{AssumeRoleInput, Aws, AwsError, IssuedCredentials, PushedKey, SendKeyInput};
+use crate::config::AwsConfig;
+
+/// [`Aws`] backed by the AWS SDK: STS for credentials, EC2 Instance Connect for SSH keys.
+#[derive(Debug, Clone)]
+pub struct SdkAws {
+    sts: StsAws,
+    instance_connect: InstanceConnect,
+}
+
+impl SdkAws {
+    /// An adapter whose own credentials come from aws-config's default chain.
+    pub async fn new(config: &AwsConfig) -> SdkAws {
+        SdkAws::load(config, None).await
+    }
+
+    /// An adapter that signs with fixed credentials instead of the default chain (tests, and the
+    /// sandbox against moto, where any key is accepted).
+    pub async fn with_credentials(config: &AwsConfig, credentials: Credentials) -> SdkAws {
+        SdkAws::load(config, Some(credentials)).await
+    }
+
+    async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> SdkAws {
+        SdkAws {
+            sts: StsAws::load(config, credentials.clone()).await,
+            instance_connect: InstanceConnect::load(config, credentials).await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Aws for SdkAws {
+    async fn assume_role(&self, input: &AssumeRoleInput) -> Result<IssuedCredentials, AwsError> {
+        self.sts.assume_role(input).await
+    }
+
+    async fn send_ssh_public_key(&self, input: &SendKeyInput) -> Result<PushedKey, AwsError> {
+        self.instance_connect.send_ssh_public_key(input).await
+    }
+}
+
+/// What one failed attempt means.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Attempt {
+    /// Final: give this to the caller.
+    Failed(AwsError),
+    /// Worth another attempt after a wait.
+    Throttled {
+        /// The AWS request id of the throttled attempt, for the log.
+        request_id: Option<String>,
+    },
+}
+
+/// The SDK configuration every service client is built from: the region, the endpoint override,
+/// the credentials, the SDK's retries off and `backoff`'s attempt timeout.
+pub(super) async fn sdk_config(
+    config: &AwsConfig,
+    credentials: Option<Credentials>,
+    backoff: &Backoff,
+) -> SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(backoff.attempt_timeout)
+        .operation_timeout(backoff.attempt_timeout)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(config.region.clone()))
+        // Retries are ours (`Backoff`), so one budget bounds the whole call.
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts);
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url.as_str());
+    }
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    loader.load().await
+}
+
+/// Runs `attempt` until it succeeds, fails, or keeps being throttled past `backoff`; the whole
+/// call, waits included, is cut off at the budget. `service` and `operation` name the call in
+/// logs and messages (`sts`, `AssumeRole`).
+pub(super) async fn with_retries<T, F, Fut>(
+    backoff: &Backoff,
+    service: &str,
+    operation: &str,
+    mut attempt: F,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let started = Instant::now();
+    let attempts = async {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let request_id = match attempt().await {
+                Ok(done) => return Ok(done),
+                Err(Attempt::Failed(error)) => return Err(error),
+                Err(Attempt::Throttled { request_id }) => request_id,
+            };
+            let Some(wait) = backoff.delay(attempts, started.elapsed(), random_jitter()) else {
+                tracing::warn!(
+                    aws.service = service,
+                    aws.request_id = request_id.as_deref().unwrap_or("-"),
+                    attempts,
+                    "{service} kept throttling `{operation}`; giving up"
+                );
+                return Err(AwsError::Throttled);
+            };
+            tracing::debug!(
+                aws.service = service,
+                aws.request_id = request_id.as_deref().unwrap_or("-"),
+                attempts,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "{service} throttled `{operation}`; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    };
+    match tokio::time::timeout(backoff.budget, attempts).await {
+        Ok(result) => result,
+        Err(_) => Err(AwsError::Unavailable(format!(
+            "{service} did not answer within {} s",
+            backoff.budget.as_secs()
+        ))),
+    }
+}
+
+/// One line of at most [`MAX_MESSAGE_CHARS`] characters, with the request id when known.
+pub(super) fn describe(message: &str, request_id: Option<&str>) -> String {
+    let mut line: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    if let Some(id) = request_id {
+        line.push_str(&format!(" (request id `{id}`)"));
+    }
+    line
+}
+
+/// `CODE: MESSAGE` of an error answer, described as one line.
+pub(super) fn service_message(
+    code: Option<&str>,
+    message: Option<&str>,
+    request_id: Option<&str>,
+) -> String {
+    describe(
+        &format!(
+            "{}: {}",
+            code.unwrap_or("no error code"),
+            message.unwrap_or("no message")
+        ),
+        request_id,
+    )
+}
+
+/// A uniformly random `u32` for the backoff jitter; without randomness, the middle.
+fn random_jitter() -> u32 {
+    let mut bytes = [0u8; 4];
+    match aws_lc_rs::rand::fill(&mut bytes) {
+        Ok(()) => u32::from_le_bytes(bytes),
+        Err(_) => u32::MAX / 2,
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest AWS message kept, in characters.
+pub(super) const MAX_MESSAGE_CHARS: usize = 300;
+/// Codes of throttling answers, across services.
+pub(super) const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "SlowDown",
+];
+/// The broker's own credentials are wrong or expired: an operator problem, not the user's.
+pub(super) const BROKER_CREDENTIAL_CODES: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IncompleteSignature",
+    "InvalidClientTokenId",
+    "MissingAuthenticationToken",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_bounded_line() {
+        let long = format!("line one\nline two {}", "x".repeat(1000));
+        let line = describe(&long, Some("id"));
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.chars().count() <= MAX_MESSAGE_CHARS + " (request id `id`)".len());
+        assert!(line.ends_with("(request id `id`)"), "{line}");
+    }
+
+    /// [`Backoff::STS`] scaled down to milliseconds.
+    const FAST: Backoff = Backoff {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(2),
+        budget: Duration::from_millis(300),
+        attempt_timeout: Duration::from_millis(50),
+        max_attempts: 4,
+    };
+
+    #[tokio::test]
+    async fn a_throttled_call_is_retried_then_given_up_within_the_budget() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let result: Result<(), AwsError> = with_retries(&FAST, "x", "Op", || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(Attempt::Throttled { request_id: None }) }
+        })
+        .await;
+        assert_eq!(result, Err(AwsError::Throttled));
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            FAST.max_attempts
+        );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_call_that_then_succeeds_returns_the_success() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let result = with_retries(&FAST, "x", "Op", || {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(Attempt::Throttled { request_id: None })
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn a_call_that_never_answers_is_cut_off_at_the_budget() {
+        let result: Result<(), AwsError> = with_retries(&FAST, "x", "Op", || {
+            std::future::pending::<Result<(), Attempt>>()
+        })
+        .await;
+        assert!(
+            matches!(result, Err(AwsError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+}
