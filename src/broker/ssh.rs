@@ -55,25 +55,23 @@ struct Plan {
 }
 
 impl Broker {
-    /// Every catalog target with, for each of its OS users, the caller's status and the reasons.
+    /// Every catalog target with, for each of its OS users, the caller's status and the reasons
+    /// (the decisions a push would get, without the client's address). Records nothing.
     pub fn targets(&self, id: &Identity) -> TargetsResponse {
-        let policy = self.policy();
-        let targets = policy
-            .targets()
-            .iter()
-            .map(|target| TargetStatus {
-                name: target.name.clone(),
-                host: target.host.clone(),
-                port: target.port,
-                instance_ids: target.instance_ids.clone(),
-                host_keys: host_keys(target),
-                os_users: target
+        let targets = self
+            .policy()
+            .target_summary(id, self.clock.unix())
+            .into_iter()
+            .map(|summary| TargetStatus {
+                host_keys: host_keys(&summary.target),
+                name: summary.target.name,
+                host: summary.target.host,
+                port: summary.target.port,
+                instance_ids: summary.target.instance_ids,
+                os_users: summary
                     .os_users
-                    .iter()
-                    .map(|os_user| {
-                        let request = self.ssh_request(id, &target.name, os_user, None);
-                        os_user_status(os_user, policy.decide(&request))
-                    })
+                    .into_iter()
+                    .map(|(os_user, decision)| os_user_status(os_user, decision))
                     .collect(),
             })
             .collect();
@@ -237,7 +235,7 @@ impl Broker {
             })
     }
 
-    /// The policy question for logging in to `target` as `os_user`.
+    /// The policy question for logging in to `target` as `os_user` from `client_addr`.
     fn ssh_request<'a>(
         &self,
         id: &'a Identity,
@@ -245,22 +243,16 @@ impl Broker {
         os_user: &str,
         client_addr: Option<&str>,
     ) -> AccessRequest<'a> {
-        let now = self.clock.unix();
+        let mut context =
+            RequestContext::for_identity(id, self.clock.unix(), 0).with_os_user(os_user);
+        context.source_ip = client_addr
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip());
         AccessRequest {
             identity: id,
             action: Action::Ssh,
             resource: Resource::Target(target.to_owned()),
-            context: RequestContext {
-                mfa: id.mfa,
-                auth_age_secs: now
-                    .saturating_sub(id.auth_time.unwrap_or(id.issued_at))
-                    .max(0),
-                duration_secs: 0,
-                source_ip: client_addr
-                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-                    .map(|a| a.ip()),
-                os_user: Some(os_user.to_owned()),
-            },
+            context,
         }
     }
 }
@@ -306,9 +298,9 @@ fn pushed_details(pushed: &PushedKey, at: DateTime<Utc>, expires_at: DateTime<Ut
     })
 }
 
-fn os_user_status(os_user: &str, decision: Decision) -> OsUserStatus {
+fn os_user_status(os_user: String, decision: Decision) -> OsUserStatus {
     OsUserStatus {
-        os_user: os_user.to_owned(),
+        os_user,
         status: match decision.effect {
             Effect::Allow => "allowed",
             Effect::Deny => "denied",
