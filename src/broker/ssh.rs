@@ -111,8 +111,9 @@ impl Broker {
         Ok(answer)
     }
 
-    /// The decide step: the policy's decision (which also refuses an unknown target and an OS
-    /// user the target does not list), then the instance, then the EC2 Instance Connect input.
+    /// The decide step: the target (an unknown one is a denial), the policy's decision (which
+    /// also refuses an OS user the target does not list), the instance, then the EC2 Instance
+    /// Connect input. Every refusal is returned for [`Grant::decide`] to audit.
     fn ssh_plan(
         &self,
         grant: &Grant<'_>,
@@ -125,12 +126,8 @@ impl Broker {
             let reasons = vec![Reason::UnknownTarget(printable(&req.target))];
             let mut details = key_details(req, key);
             merge(&mut details, &json!({ "reasons": reasons }));
-            return Err(Box::new(Refusal {
-                outcome: Outcome::Deny,
-                target: json!({ "target": printable(&req.target) }),
-                details,
-                error: BrokerError::Denied { reasons },
-            }));
+            let target = json!({ "target": printable(&req.target) });
+            return Err(denial(target, details, BrokerError::Denied { reasons }));
         };
         let request = self.ssh_request(id, &target.name, &req.os_user, meta.client_addr.as_deref());
         let decision = grant.policy().decide(&request);
@@ -140,33 +137,20 @@ impl Broker {
             &json!({ "determining_policies": decision.determining, "reasons": decision.reasons }),
         );
         if decision.effect == Effect::Deny {
-            return Err(Box::new(Refusal {
-                outcome: Outcome::Deny,
-                target: json!({ "target": target.name }),
-                details,
-                error: BrokerError::Denied {
-                    reasons: decision.reasons,
-                },
-            }));
+            let error = BrokerError::Denied {
+                reasons: decision.reasons,
+            };
+            return Err(denial(json!({ "target": target.name }), details, error));
         }
-        let instance_id = match &req.instance_id {
-            None => target.instance_ids.first(),
-            Some(asked) => target.instance_ids.iter().find(|i| *i == asked),
-        };
-        let Some(instance_id) = instance_id else {
+        let Some(instance_id) = instance_of(target, req.instance_id.as_deref()) else {
             let asked = req.instance_id.as_deref().map(printable);
-            merge(
-                &mut details,
-                &json!({ "instance_id": asked, "reasons": ["the instance is not one of the target's"] }),
-            );
-            return Err(Box::new(Refusal {
-                outcome: Outcome::Deny,
-                target: json!({ "target": target.name }),
-                details,
-                error: BrokerError::InstanceInvalid {
-                    target: target.name.clone(),
-                },
-            }));
+            let why = json!({ "instance_id": asked,
+                "reasons": ["the instance is not one of the target's"] });
+            merge(&mut details, &why);
+            let error = BrokerError::InstanceInvalid {
+                target: target.name.clone(),
+            };
+            return Err(denial(json!({ "target": target.name }), details, error));
         };
         let audit_target = json!({
             "target": target.name,
@@ -275,6 +259,24 @@ impl Plan {
             target: self.target.name,
         }
     }
+}
+
+/// The instance asked for if it is one of the target's; without one, the target's first.
+fn instance_of<'t>(target: &'t Target, asked: Option<&str>) -> Option<&'t String> {
+    match asked {
+        None => target.instance_ids.first(),
+        Some(asked) => target.instance_ids.iter().find(|i| *i == asked),
+    }
+}
+
+/// A refusal of the decide step that [`Grant::decide`] audits as `ssh.denied`.
+fn denial(target: Value, details: Value, error: BrokerError) -> Box<Refusal> {
+    Box::new(Refusal {
+        outcome: Outcome::Deny,
+        target,
+        details,
+        error,
+    })
 }
 
 /// What every record of the path says about the request: the OS user and the key, by its
