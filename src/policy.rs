@@ -88,6 +88,16 @@ pub struct RoleSummary {
     pub decision: Decision,
 }
 
+/// What `GET /v1/targets` shows of one target for one person.
+#[derive(Debug, Clone)]
+pub struct TargetSummary {
+    /// The target, as the catalog has it.
+    pub target: Target,
+    /// For each of the target's OS users, in catalog order: may the person log in as it now,
+    /// and why (not).
+    pub os_users: Vec<(String, Decision)>,
+}
+
 /// Every problem found in a policy directory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct PolicyErrors {
@@ -349,6 +359,33 @@ impl PolicySet {
                     default_duration_secs: default,
                     decision,
                 }
+            })
+            .collect()
+    }
+
+    /// For each target, in catalog order, and each of its OS users: may `identity` log in now
+    /// (at `now`, Unix seconds), and why (not). The same decision as an `ssh` request makes,
+    /// without the client's address.
+    pub fn target_summary(&self, identity: &Identity, now: i64) -> Vec<TargetSummary> {
+        self.catalog
+            .targets
+            .iter()
+            .map(|target| TargetSummary {
+                target: target.clone(),
+                os_users: target
+                    .os_users
+                    .iter()
+                    .map(|user| {
+                        let decision = self.decide(&AccessRequest {
+                            identity,
+                            action: Action::Ssh,
+                            resource: Resource::Target(target.name.clone()),
+                            context: RequestContext::for_identity(identity, now, 0)
+                                .with_os_user(user.clone()),
+                        });
+                        (user.clone(), decision)
+                    })
+                    .collect(),
             })
             .collect()
     }

@@ -26,6 +26,8 @@ mod credentials;
 mod identity;
 #[path = "integration/listener.rs"]
 mod listener;
+#[path = "integration/policy_ssh.rs"]
+mod policy_ssh;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
 #[path = "integration/server.rs"]

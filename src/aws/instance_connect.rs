@@ -43,14 +43,19 @@ impl InstanceConnect {
         InstanceConnect::load(config, Some(credentials)).await
     }
 
-    pub(super) async fn load(
-        config: &AwsConfig,
-        credentials: Option<Credentials>,
-    ) -> InstanceConnect {
+    async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> InstanceConnect {
         let backoff = Backoff::INSTANCE_CONNECT;
         let sdk_config = sdk_config(config, credentials, &backoff).await;
+        InstanceConnect::from_sdk(&sdk_config, backoff)
+    }
+
+    /// An adapter over an already loaded SDK configuration (see [`super::sdk::sdk_config`]).
+    pub(super) fn from_sdk(
+        sdk_config: &aws_config::SdkConfig,
+        backoff: Backoff,
+    ) -> InstanceConnect {
         InstanceConnect {
-            client: aws_sdk_ec2instanceconnect::Client::new(&sdk_config),
+            client: aws_sdk_ec2instanceconnect::Client::new(sdk_config),
             backoff,
         }
     }

@@ -43,9 +43,13 @@ impl SdkAws {
     }
 
     async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> SdkAws {
+        // One configuration (one credential chain) for both clients; their backoffs agree on the
+        // attempt timeout it carries.
+        let backoff = Backoff::STS;
+        let sdk_config = sdk_config(config, credentials, &backoff).await;
         SdkAws {
-            sts: StsAws::load(config, credentials.clone()).await,
-            instance_connect: InstanceConnect::load(config, credentials).await,
+            sts: StsAws::from_sdk(&sdk_config, backoff),
+            instance_connect: InstanceConnect::from_sdk(&sdk_config, Backoff::INSTANCE_CONNECT),
         }
     }
 }
@@ -216,6 +220,15 @@ pub(super) const BROKER_CREDENTIAL_CODES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_clients_can_share_one_sdk_configuration() {
+        // `SdkAws` builds one configuration, with STS's attempt timeout, for both clients.
+        assert_eq!(
+            Backoff::STS.attempt_timeout,
+            Backoff::INSTANCE_CONNECT.attempt_timeout
+        );
+    }
 
     #[test]
     fn messages_are_one_bounded_line() {

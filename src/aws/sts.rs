@@ -42,11 +42,16 @@ impl StsAws {
         StsAws::load(config, Some(credentials)).await
     }
 
-    pub(super) async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> StsAws {
+    async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> StsAws {
         let backoff = Backoff::STS;
         let sdk_config = sdk_config(config, credentials, &backoff).await;
+        StsAws::from_sdk(&sdk_config, backoff)
+    }
+
+    /// An adapter over an already loaded SDK configuration (see [`super::sdk::sdk_config`]).
+    pub(super) fn from_sdk(sdk_config: &aws_config::SdkConfig, backoff: Backoff) -> StsAws {
         StsAws {
-            client: aws_sdk_sts::Client::new(&sdk_config),
+            client: aws_sdk_sts::Client::new(sdk_config),
             backoff,
         }
     }

@@ -55,25 +55,23 @@ struct Plan {
 }
 
 impl Broker {
-    /// Every catalog target with, for each of its OS users, the caller's status and the reasons.
+    /// Every catalog target with, for each of its OS users, the caller's status and the reasons
+    /// (the decisions a push would get, without the client's address). Records nothing.
     pub fn targets(&self, id: &Identity) -> TargetsResponse {
-        let policy = self.policy();
-        let targets = policy
-            .targets()
-            .iter()
-            .map(|target| TargetStatus {
-                name: target.name.clone(),
-                host: target.host.clone(),
-                port: target.port,
-                instance_ids: target.instance_ids.clone(),
-                host_keys: host_keys(target),
-                os_users: target
+        let targets = self
+            .policy()
+            .target_summary(id, self.clock.unix())
+            .into_iter()
+            .map(|summary| TargetStatus {
+                host_keys: host_keys(&summary.target),
+                name: summary.target.name,
+                host: summary.target.host,
+                port: summary.target.port,
+                instance_ids: summary.target.instance_ids,
+                os_users: summary
                     .os_users
-                    .iter()
-                    .map(|os_user| {
-                        let request = self.ssh_request(id, &target.name, os_user, None);
-                        os_user_status(os_user, policy.decide(&request))
-                    })
+                    .into_iter()
+                    .map(|(os_user, decision)| os_user_status(os_user, decision))
                     .collect(),
             })
             .collect();
@@ -113,8 +111,9 @@ impl Broker {
         Ok(answer)
     }
 
-    /// The decide step: the policy's decision (which also refuses an unknown target and an OS
-    /// user the target does not list), then the instance, then the EC2 Instance Connect input.
+    /// The decide step: the target (an unknown one is a denial), the policy's decision (which
+    /// also refuses an OS user the target does not list), the instance, then the EC2 Instance
+    /// Connect input. Every refusal is returned for [`Grant::decide`] to audit.
     fn ssh_plan(
         &self,
         grant: &Grant<'_>,
@@ -127,12 +126,8 @@ impl Broker {
             let reasons = vec![Reason::UnknownTarget(printable(&req.target))];
             let mut details = key_details(req, key);
             merge(&mut details, &json!({ "reasons": reasons }));
-            return Err(Box::new(Refusal {
-                outcome: Outcome::Deny,
-                target: json!({ "target": printable(&req.target) }),
-                details,
-                error: BrokerError::Denied { reasons },
-            }));
+            let target = json!({ "target": printable(&req.target) });
+            return Err(denial(target, details, BrokerError::Denied { reasons }));
         };
         let request = self.ssh_request(id, &target.name, &req.os_user, meta.client_addr.as_deref());
         let decision = grant.policy().decide(&request);
@@ -142,33 +137,20 @@ impl Broker {
             &json!({ "determining_policies": decision.determining, "reasons": decision.reasons }),
         );
         if decision.effect == Effect::Deny {
-            return Err(Box::new(Refusal {
-                outcome: Outcome::Deny,
-                target: json!({ "target": target.name }),
-                details,
-                error: BrokerError::Denied {
-                    reasons: decision.reasons,
-                },
-            }));
+            let error = BrokerError::Denied {
+                reasons: decision.reasons,
+            };
+            return Err(denial(json!({ "target": target.name }), details, error));
         }
-        let instance_id = match &req.instance_id {
-            None => target.instance_ids.first(),
-            Some(asked) => target.instance_ids.iter().find(|i| *i == asked),
-        };
-        let Some(instance_id) = instance_id else {
+        let Some(instance_id) = instance_of(target, req.instance_id.as_deref()) else {
             let asked = req.instance_id.as_deref().map(printable);
-            merge(
-                &mut details,
-                &json!({ "instance_id": asked, "reasons": ["the instance is not one of the target's"] }),
-            );
-            return Err(Box::new(Refusal {
-                outcome: Outcome::Deny,
-                target: json!({ "target": target.name }),
-                details,
-                error: BrokerError::InstanceInvalid {
-                    target: target.name.clone(),
-                },
-            }));
+            let why = json!({ "instance_id": asked,
+                "reasons": ["the instance is not one of the target's"] });
+            merge(&mut details, &why);
+            let error = BrokerError::InstanceInvalid {
+                target: target.name.clone(),
+            };
+            return Err(denial(json!({ "target": target.name }), details, error));
         };
         let audit_target = json!({
             "target": target.name,
@@ -237,7 +219,7 @@ impl Broker {
             })
     }
 
-    /// The policy question for logging in to `target` as `os_user`.
+    /// The policy question for logging in to `target` as `os_user` from `client_addr`.
     fn ssh_request<'a>(
         &self,
         id: &'a Identity,
@@ -245,22 +227,16 @@ impl Broker {
         os_user: &str,
         client_addr: Option<&str>,
     ) -> AccessRequest<'a> {
-        let now = self.clock.unix();
+        let mut context =
+            RequestContext::for_identity(id, self.clock.unix(), 0).with_os_user(os_user);
+        context.source_ip = client_addr
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip());
         AccessRequest {
             identity: id,
             action: Action::Ssh,
             resource: Resource::Target(target.to_owned()),
-            context: RequestContext {
-                mfa: id.mfa,
-                auth_age_secs: now
-                    .saturating_sub(id.auth_time.unwrap_or(id.issued_at))
-                    .max(0),
-                duration_secs: 0,
-                source_ip: client_addr
-                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-                    .map(|a| a.ip()),
-                os_user: Some(os_user.to_owned()),
-            },
+            context,
         }
     }
 }
@@ -285,6 +261,24 @@ impl Plan {
     }
 }
 
+/// The instance asked for if it is one of the target's; without one, the target's first.
+fn instance_of<'t>(target: &'t Target, asked: Option<&str>) -> Option<&'t String> {
+    match asked {
+        None => target.instance_ids.first(),
+        Some(asked) => target.instance_ids.iter().find(|i| *i == asked),
+    }
+}
+
+/// A refusal of the decide step that [`Grant::decide`] audits as `ssh.denied`.
+fn denial(target: Value, details: Value, error: BrokerError) -> Box<Refusal> {
+    Box::new(Refusal {
+        outcome: Outcome::Deny,
+        target,
+        details,
+        error,
+    })
+}
+
 /// What every record of the path says about the request: the OS user and the key, by its
 /// fingerprint, never its text.
 fn key_details(req: &SshKeyRequest, key: &PublicKey) -> Value {
@@ -306,9 +300,9 @@ fn pushed_details(pushed: &PushedKey, at: DateTime<Utc>, expires_at: DateTime<Ut
     })
 }
 
-fn os_user_status(os_user: &str, decision: Decision) -> OsUserStatus {
+fn os_user_status(os_user: String, decision: Decision) -> OsUserStatus {
     OsUserStatus {
-        os_user: os_user.to_owned(),
+        os_user,
         status: match decision.effect {
             Effect::Allow => "allowed",
             Effect::Deny => "denied",

@@ -357,6 +357,42 @@ when { context.os_user == "root" };
 }
 
 #[test]
+fn target_summary_decides_every_os_user_of_every_target() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let set = PolicySet::load(&dir).unwrap();
+    let mut bob = person("bob", &["engineering", "sre"], Some("platform"));
+    bob.mfa = true;
+    let summary = set.target_summary(&bob, 0);
+    let seen: Vec<(&str, &str, Effect)> = summary
+        .iter()
+        .flat_map(|t| {
+            t.os_users
+                .iter()
+                .map(|(u, d)| (t.target.name.as_str(), u.as_str(), d.effect))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("bastion", "ec2-user", Effect::Allow),
+            ("bastion", "root", Effect::Allow),
+            ("web", "ec2-user", Effect::Allow),
+        ]
+    );
+    let mut dave = person("dave", &["engineering"], Some("security"));
+    dave.mfa = true;
+    let summary = set.target_summary(&dave, 0);
+    let (_, root) = &summary[0].os_users[1];
+    assert_eq!(root.determining, vec!["ssh.root-only-for-sre"]);
+    let alice = person("alice", &["engineering"], Some("platform"));
+    let summary = set.target_summary(&alice, 0);
+    for (_, d) in summary.iter().flat_map(|t| &t.os_users) {
+        assert_eq!(d.effect, Effect::Deny);
+        assert!(d.determining.contains(&"ssh.requires-mfa".to_owned()));
+    }
+}
+
+#[test]
 fn a_schema_without_os_user_in_the_ssh_context_fails_to_load() {
     let old = SCHEMA.replace(
         "action ssh appliesTo { principal: User, resource: Target, context: SshContext };",

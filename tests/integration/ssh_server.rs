@@ -171,6 +171,7 @@ async fn a_push_sends_exactly_the_key_for_the_instance_and_user_and_audits_its_f
     let with_comment = format!("{key} dave@laptop");
 
     let before = chrono::Utc::now();
+    let started = Instant::now();
     let (status, answer) = push_key(
         &broker,
         &token,
@@ -178,6 +179,7 @@ async fn a_push_sends_exactly_the_key_for_the_instance_and_user_and_audits_its_f
     )
     .await;
     let after = chrono::Utc::now();
+    println!("POST /v1/ssh/keys answered in {:?}", started.elapsed());
     assert_eq!(status, 200, "{answer}");
     let parsed = latchkey::ssh::PublicKey::parse(&key).unwrap();
     assert_eq!(answer["target"], "bastion");
