@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Home, stderr, stdout};
 use crate::harness::broker::{BrokerOptions, TestBroker};
+use crate::harness::cli::{CliHome, stderr, stdout};
 use crate::harness::idp;
 use crate::harness::moto::{Moto, RecordedBody};
 use crate::harness::sshd::{Sshd, SshdOptions};
@@ -176,7 +176,7 @@ struct Setup {
     moto: &'static Moto,
     sshd: Sshd,
     broker: TestBroker,
-    home: Home,
+    home: CliHome,
     /// The instance the sshd is (the target's first).
     instance: String,
     /// The target's second instance, which no sshd plays.
@@ -233,7 +233,7 @@ async fn setup_pinning(window_secs: u32, host_key: Option<String>) -> Setup {
         moto,
         sshd,
         broker,
-        home: Home::new(),
+        home: CliHome::new(),
         instance,
         other_instance,
         _policies: policies,
