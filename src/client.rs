@@ -17,6 +17,7 @@ pub mod broker;
 pub mod cache;
 pub mod files;
 pub mod login;
+pub mod managed_block;
 pub mod session;
 pub mod ssh_config;
 

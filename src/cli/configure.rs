@@ -9,6 +9,7 @@ use clap::Args;
 use super::client::{ClientArgs, block_on, fail, now};
 use crate::client::aws_config::{self, Profile};
 use crate::client::broker::BrokerClient;
+use crate::client::managed_block::{self, Update};
 use crate::client::{ClientError, sanitize, session};
 
 #[derive(Debug, Args)]
@@ -78,19 +79,13 @@ fn configure(args: &ConfigureArgs) -> Result<(), ClientError> {
         });
     }
     let path = config_path()?;
-    let existing = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(file_error(&path, &e)),
-    };
-    let updated = aws_config::apply(&existing, &aws_config::block(&profiles))
-        .map_err(|e| ClientError::Other(format!("`{}`: {e}", path.display())))?;
+    let update =
+        managed_block::update_file(&path, &aws_config::block(&profiles), aws_config::MARKERS)?;
     let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
-    if updated == existing {
+    if update == Update::Unchanged {
         println!("{} is up to date: {}", path.display(), names.join(", "));
         return Ok(());
     }
-    write_config(&path, updated.as_bytes())?;
     println!(
         "wrote {} profile(s) to {}: {}",
         names.len(),
@@ -115,40 +110,4 @@ fn config_path() -> Result<PathBuf, ClientError> {
         Ok(real) => Ok(real),
         Err(_) => Ok(std::path::absolute(&path).unwrap_or(path)),
     }
-}
-
-/// Replaces `path` atomically, keeping its mode (0600 for a new file).
-fn write_config(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-    let dir = path
-        .parent()
-        .ok_or_else(|| ClientError::Other(format!("`{}` has no directory", path.display())))?;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| file_error(dir, &e))?;
-    }
-    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o777);
-    let tmp = dir.join(format!(".latchkey-configure.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| file_error(path, &e))
-}
-
-fn file_error(path: &Path, e: &std::io::Error) -> ClientError {
-    ClientError::Other(format!("`{}`: {e}", path.display()))
 }

@@ -25,6 +25,7 @@ use ssh_key::{Algorithm, LineEnding, PrivateKey};
 
 use super::client::{ClientArgs, block_on, fail, now};
 use crate::client::broker::{BrokerClient, SshKeyRequest, SshKeyResponse, TargetStatus};
+use crate::client::managed_block::{self, Update};
 use crate::client::ssh_config::{self, BlockPaths, Destination, HostEntry};
 use crate::client::{ClientError, files, sanitize, session};
 
@@ -370,19 +371,12 @@ fn ssh_config_cmd(args: &SshConfigArgs) -> Result<(), ClientError> {
         files::write_private(&known_hosts, pinned.as_bytes())?;
     }
     let path = user_ssh_config()?;
-    let existing = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(file_error(&path, &e)),
-    };
-    let updated = ssh_config::apply(&existing, &block)
-        .map_err(|e| ClientError::Other(format!("`{}`: {e}", path.display())))?;
+    let update = managed_block::update_file(&path, &block, ssh_config::MARKERS)?;
     let names: Vec<&str> = entries.iter().map(|e| e.target.as_str()).collect();
-    if updated == existing {
+    if update == Update::Unchanged {
         println!("{} is up to date: {}", path.display(), names.join(", "));
         return Ok(());
     }
-    write_config(&path, updated.as_bytes())?;
     println!(
         "wrote {} host(s) to {}: {}",
         names.len(),
@@ -436,43 +430,6 @@ fn user_ssh_config() -> Result<PathBuf, ClientError> {
         .ok_or_else(|| ClientError::Other("cannot find the home directory: set `HOME`".into()))?;
     let path = home.join(".ssh").join("config");
     Ok(std::fs::canonicalize(&path).unwrap_or(path))
-}
-
-/// Replaces `path` atomically, keeping its mode (0600 for a new file); the directory is made
-/// 0700 when missing, as ssh wants `~/.ssh`.
-fn write_config(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-    let dir = path
-        .parent()
-        .ok_or_else(|| ClientError::Other(format!("`{}` has no directory", path.display())))?;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| file_error(dir, &e))?;
-    }
-    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o777);
-    let tmp = dir.join(format!(".latchkey-ssh-config.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| file_error(path, &e))
-}
-
-fn file_error(path: &Path, e: &std::io::Error) -> ClientError {
-    ClientError::Other(format!("`{}`: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! `# END latchkey managed` (or appends the block) and keeps every other byte of the file.
 //! Running it twice with the same profiles gives the same text.
 
+use super::managed_block::{self, DamagedBlock, Markers};
 use std::path::Path;
 
 /// A profile to write.
@@ -33,32 +34,12 @@ pub fn block(profiles: &[Profile]) -> String {
 }
 
 /// `existing` with its managed block replaced by `block` (or `block` appended).
-pub fn apply(existing: &str, block: &str) -> Result<String, String> {
-    match (find_line(existing, BEGIN), find_line(existing, END)) {
-        (Some(b), Some(e)) if b < e => {
-            let end = existing
-                .get(e..)
-                .and_then(|rest| rest.find('\n'))
-                .map_or(existing.len(), |n| e + n + 1);
-            let (head, tail) = (
-                existing.get(..b).unwrap_or_default(),
-                existing.get(end..).unwrap_or_default(),
-            );
-            Ok(format!("{head}{block}{tail}"))
-        }
-        (None, None) => {
-            let sep = match existing {
-                "" => "",
-                t if t.ends_with("\n\n") => "",
-                t if t.ends_with('\n') => "\n",
-                _ => "\n\n",
-            };
-            Ok(format!("{existing}{sep}{block}"))
-        }
-        _ => Err(format!(
-            "the file has a damaged latchkey block (one of `{BEGIN}` / `{END}` is missing or out of order); fix it by hand"
-        )),
-    }
+///
+/// # Errors
+///
+/// [`DamagedBlock`] when only one of the markers is in the file.
+pub fn apply(existing: &str, block: &str) -> Result<String, DamagedBlock> {
+    managed_block::apply(existing, block, MARKERS)
 }
 
 /// Whether `name` can be used in a profile header and on a command line as is.
@@ -82,20 +63,14 @@ pub fn quote_path(path: &Path) -> String {
     }
 }
 
-/// Byte offset of the line that is exactly `marker`.
-fn find_line(text: &str, marker: &str) -> Option<usize> {
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if line.trim_end_matches(['\n', '\r']) == marker {
-            return Some(offset);
-        }
-        offset += line.len();
-    }
-    None
-}
-
 const BEGIN: &str = "# BEGIN latchkey managed";
 const END: &str = "# END latchkey managed";
+
+/// The lines that open and close the block in the AWS config file.
+pub const MARKERS: Markers = Markers {
+    begin: BEGIN,
+    end: END,
+};
 const NOTE: &str = "# Written by `latchkey configure`; changes inside this block are replaced.";
 
 #[cfg(test)]

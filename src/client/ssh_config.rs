@@ -9,6 +9,8 @@
 use std::ffi::OsString;
 use std::path::Path;
 
+use super::managed_block::{self, DamagedBlock, Markers};
+
 /// Why a target cannot be turned into `ssh` arguments or configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SshConfigError {
@@ -162,45 +164,13 @@ pub fn block(entries: &[HostEntry], paths: &BlockPaths<'_>) -> Result<String, Ss
 }
 
 /// `existing` with its managed block replaced by `block` (or `block` appended), every other
-/// byte kept; as the AWS config file's block (`aws_config::apply`), with this block's markers.
-pub fn apply(existing: &str, block: &str) -> Result<String, String> {
-    match (find_line(existing, BEGIN), find_line(existing, END)) {
-        (Some(b), Some(e)) if b < e => {
-            let end = existing
-                .get(e..)
-                .and_then(|rest| rest.find('\n'))
-                .map_or(existing.len(), |n| e + n + 1);
-            let (head, tail) = (
-                existing.get(..b).unwrap_or_default(),
-                existing.get(end..).unwrap_or_default(),
-            );
-            Ok(format!("{head}{block}{tail}"))
-        }
-        (None, None) => {
-            let sep = match existing {
-                "" => "",
-                t if t.ends_with("\n\n") => "",
-                t if t.ends_with('\n') => "\n",
-                _ => "\n\n",
-            };
-            Ok(format!("{existing}{sep}{block}"))
-        }
-        _ => Err(format!(
-            "the file has a damaged latchkey block (one of `{BEGIN}` / `{END}` is missing or out of order); fix it by hand"
-        )),
-    }
-}
-
-/// Byte offset of the line that is exactly `marker`.
-fn find_line(text: &str, marker: &str) -> Option<usize> {
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if line.trim_end_matches(['\n', '\r']) == marker {
-            return Some(offset);
-        }
-        offset += line.len();
-    }
-    None
+/// byte kept.
+///
+/// # Errors
+///
+/// [`DamagedBlock`] when only one of the markers is in the file.
+pub fn apply(existing: &str, block: &str) -> Result<String, DamagedBlock> {
+    managed_block::apply(existing, block, MARKERS)
 }
 
 /// A target name as `Host`/`Match` patterns take it: no wildcard, negation, space or quote.
@@ -252,6 +222,12 @@ fn config_path(path: &Path) -> Result<String, SshConfigError> {
 
 const BEGIN: &str = "# BEGIN latchkey ssh managed";
 const END: &str = "# END latchkey ssh managed";
+
+/// The lines that open and close the block in `~/.ssh/config`.
+pub const MARKERS: Markers = Markers {
+    begin: BEGIN,
+    end: END,
+};
 const NOTE: &str =
     "# Written by `latchkey ssh-config --write`; changes inside this block are replaced.";
 
