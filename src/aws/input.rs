@@ -494,8 +494,9 @@ fn check_public_key_line(line: &str) -> Result<(), InputError> {
     }
 }
 
-/// `i-` and 8 to 17 lowercase hex digits (`^i-[0-9a-f]{8,17}$`).
-fn is_instance_id(s: &str) -> bool {
+/// `i-` and 8 to 17 lowercase hex digits (`^i-[0-9a-f]{8,17}$`). The catalog checks its
+/// targets with this too, so a target that loads never fails at push time for its instance id.
+pub fn is_instance_id(s: &str) -> bool {
     s.strip_prefix("i-").is_some_and(|hex| {
         (8..=17).contains(&hex.len())
             && hex
@@ -505,8 +506,8 @@ fn is_instance_id(s: &str) -> bool {
 }
 
 /// Parts of lowercase letters and digits joined by `-`, at least three, the last all digits
-/// (`eu-west-1`, `us-gov-west-1`).
-fn is_region(s: &str) -> bool {
+/// (`eu-west-1`, `us-gov-west-1`). The catalog checks its targets with this too.
+pub fn is_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     s.len() <= 32
         && parts.len() >= 3
@@ -521,8 +522,9 @@ fn is_region(s: &str) -> bool {
 }
 
 /// EC2 Instance Connect's `^(\w+-){2,3}\d+\w+$`, 6..=32 characters: a region and a zone letter
-/// (`eu-west-1a`, `us-east-1-bos-1a` is not one).
-fn is_availability_zone(s: &str) -> bool {
+/// (`eu-west-1a`, `us-east-1-bos-1a` is not one). The catalog checks its targets with this
+/// too, so a zone it accepts is one EC2 Instance Connect accepts.
+pub fn is_availability_zone(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     let word = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     let Some((last, firsts)) = parts.split_last() else {

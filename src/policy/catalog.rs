@@ -614,12 +614,12 @@ fn parse_target(path: &str, table: Table, issues: &mut Vec<ConfigIssue>) -> Opti
     });
     let instance_ids = instance_ids.filter(|ids| {
         check_list(&mut f, "instance_ids", ids, "instance", |id| {
-            (!is_instance_id(id))
+            (!sts::is_instance_id(id))
                 .then(|| format!("`{id}` is not an instance id such as `i-0123456789abcdef0`"))
         })
     });
     let region = region.filter(|r| {
-        let ok = is_region(r);
+        let ok = sts::is_region(r);
         if !ok {
             f.error(
                 f.path_of("region"),
@@ -629,7 +629,7 @@ fn parse_target(path: &str, table: Table, issues: &mut Vec<ConfigIssue>) -> Opti
         ok
     });
     let availability_zone = match (availability_zone, &region) {
-        (Some(az), Some(r)) if !is_zone_of(&az, r) => {
+        (Some(az), Some(r)) if !is_zone_of(&az, r) || !sts::is_availability_zone(&az) => {
             f.error(
                 f.path_of("availability_zone"),
                 format!("`{az}` is not an availability zone of `{r}`, such as `{r}a`"),
@@ -745,29 +745,6 @@ fn is_iam_path_and_name(s: &str) -> bool {
 
 fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
-}
-
-/// `^i-[0-9a-f]{8,17}$`.
-fn is_instance_id(s: &str) -> bool {
-    s.strip_prefix("i-").is_some_and(|hex| {
-        (8..=17).contains(&hex.len())
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
-fn is_region(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        && parts
-            .last()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// An availability zone of `region`: the region and a letter (`eu-west-1a`), or a Local or
