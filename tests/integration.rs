@@ -26,6 +26,8 @@ mod credentials;
 mod identity;
 #[path = "integration/listener.rs"]
 mod listener;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/policy_ssh.rs"]
 mod policy_ssh;
 #[path = "integration/sandbox.rs"]
