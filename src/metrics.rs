@@ -52,11 +52,65 @@ pub fn install() -> Option<PrometheusHandle> {
                 tracing::error!(error = %e, "metrics: another recorder is installed");
                 return None;
             }
+            describe();
             ::metrics::gauge!("latchkey_build_info", "version" => env!("CARGO_PKG_VERSION"))
                 .set(1.0);
             Some(handle)
         })
         .clone()
+}
+
+/// Gives every metric its `# HELP` text (documented in `docs/metrics.md`).
+fn describe() {
+    use ::metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("latchkey_build_info", "Always 1; the running version.");
+    describe_counter!(
+        "latchkey_http_requests_total",
+        "HTTP requests answered, by route pattern and status."
+    );
+    describe_histogram!(
+        "latchkey_http_request_duration_seconds",
+        ::metrics::Unit::Seconds,
+        "Time from request head to response head, by route pattern."
+    );
+    describe_counter!(
+        "latchkey_grants_total",
+        "Grant outcomes by kind, catalog role or target, and outcome."
+    );
+    describe_counter!(
+        "latchkey_rate_limited_total",
+        "Grant requests refused for the principal's rate."
+    );
+    describe_counter!(
+        "latchkey_token_failures_total",
+        "Requests refused for their bearer token, by problem code."
+    );
+    describe_histogram!(
+        "latchkey_audit_append_duration_seconds",
+        ::metrics::Unit::Seconds,
+        "Time to append one audit record to the chain in the store."
+    );
+    describe_counter!(
+        "latchkey_audit_append_failures_total",
+        "Audit appends the store did not commit (nothing was granted)."
+    );
+    describe_histogram!(
+        "latchkey_aws_call_duration_seconds",
+        ::metrics::Unit::Seconds,
+        "Time of one AWS call, retries included, by API."
+    );
+    describe_counter!(
+        "latchkey_aws_call_errors_total",
+        "AWS calls that failed, by API and error class."
+    );
+    describe_counter!(
+        "latchkey_jwks_refresh_total",
+        "Fetches of an issuer's signing keys, by issuer and result."
+    );
+    describe_counter!(
+        "latchkey_policy_reloads_total",
+        "Policy reloads, by result (applied, rejected, error)."
+    );
 }
 
 /// The router of the metrics listener: `GET /metrics` and nothing else.
@@ -70,7 +124,10 @@ pub fn router(handle: Option<PrometheusHandle>) -> Router {
 async fn render(State(handle): State<Option<PrometheusHandle>>) -> axum::response::Response {
     match handle {
         Some(h) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             h.render(),
         )
             .into_response(),

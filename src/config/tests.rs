@@ -416,7 +416,10 @@ fn issue_10_metrics_listen_is_loopback_unless_remote_is_allowed() {
     assert_eq!(c.server.metrics_listen, Some("[::1]:9464".parse().unwrap()));
     let remote = "metrics_listen = \"0.0.0.0:9464\"\nmetrics_allow_remote = true";
     let c = Config::from_toml(&with(remote), base(), &no_env()).unwrap();
-    assert_eq!(c.server.metrics_listen, Some("0.0.0.0:9464".parse().unwrap()));
+    assert_eq!(
+        c.server.metrics_listen,
+        Some("0.0.0.0:9464".parse().unwrap())
+    );
 
     // Every error at once, with the other sections' errors.
     let bad = with("metrics_listen = \"0.0.0.0:9464\"\nidle_timeout = \"0s\"")
@@ -426,7 +429,12 @@ fn issue_10_metrics_listen_is_loopback_unless_remote_is_allowed() {
     assert!(paths.contains(&"server.metrics_listen"), "{paths:?}");
     assert!(paths.contains(&"server.idle_timeout"), "{paths:?}");
     assert!(paths.contains(&"oidc.provider[0].audiences"), "{paths:?}");
-    let msg = &err.issues.iter().find(|i| i.path == "server.metrics_listen").unwrap().message;
+    let msg = &err
+        .issues
+        .iter()
+        .find(|i| i.path == "server.metrics_listen")
+        .unwrap()
+        .message;
     assert!(msg.contains("metrics_allow_remote = true"), "{msg}");
 
     for (keys, path) in [

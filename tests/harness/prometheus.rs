@@ -52,7 +52,9 @@ impl Prometheus {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run `{PROMETHEUS}` ({e}): install Debian's prometheus (.ci/run does)")
+                panic!(
+                    "cannot run `{PROMETHEUS}` ({e}): install Debian's prometheus (.ci/run does)"
+                )
             });
         let prometheus = Prometheus {
             url: format!("http://127.0.0.1:{port}"),
@@ -87,10 +89,7 @@ impl Prometheus {
             .json()
             .await
             .ok()?;
-        body["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse()
-            .ok()
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     }
 
     /// Prometheus's own output, for failure messages.

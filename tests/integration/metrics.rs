@@ -23,7 +23,8 @@ async fn issue_10_prometheus_scrapes_the_grants_the_broker_made() {
     let moto = Moto::start().await;
     let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut opts = BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint());
-    opts.server_extra = format!("metrics_listen = \"{metrics_addr}\"\nheader_read_timeout = \"1s\"");
+    opts.server_extra =
+        format!("metrics_listen = \"{metrics_addr}\"\nheader_read_timeout = \"1s\"");
     let broker = BrokerProcess::spawn(opts).await;
     let alice = idp.login_code_flow("latchkey-cli", "alice").await.id_token;
 
@@ -87,10 +88,16 @@ async fn issue_10_prometheus_scrapes_the_grants_the_broker_made() {
         assert!(text.contains(expected), "no `{expected}` in:\n{text}");
     }
     assert!(!text.contains("zz-"), "client input in a label:\n{text}");
-    assert!(!text.contains("quantile="), "a summary, not a histogram:\n{text}");
+    assert!(
+        !text.contains("quantile="),
+        "a summary, not a histogram:\n{text}"
+    );
 
     let (clean, printed) = promtool_check_metrics(&text, broker.dir.path());
-    assert!(clean && printed.is_empty(), "promtool check metrics:\n{printed}");
+    assert!(
+        clean && printed.is_empty(),
+        "promtool check metrics:\n{printed}"
+    );
 
     let prometheus = Prometheus::start(metrics_addr).await;
     let query = "sum(latchkey_grants_total{outcome=\"issued\"})";
