@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Grant requests (allowed or denied) one principal may make per minute.
     pub grants_per_minute: u32,
+    /// Where `GET /metrics` is served (plain HTTP); `None`: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// PEM files for TLS.
@@ -332,6 +334,7 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
     let max_concurrent: Option<usize> = f.optional("max_concurrent_requests");
     let grants_per_minute: Option<usize> = f.optional("grants_per_minute");
     let shutdown_grace = f.optional::<ConfigDuration>("shutdown_grace");
+    let metrics_listen = metrics_listen(&mut f);
 
     let listen = match listen
         .as_deref()
@@ -432,7 +435,45 @@ fn parse_server(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
         max_concurrent_requests,
         shutdown_grace: shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
         grants_per_minute: u32::try_from(grants_per_minute).unwrap_or(u32::MAX),
+        metrics_listen,
     })
+}
+
+/// `metrics_listen` and `metrics_allow_remote`: the metrics listener speaks plain HTTP, so it
+/// binds a loopback address unless remote scraping is asked for explicitly.
+fn metrics_listen(f: &mut Fields<'_>) -> Option<SocketAddr> {
+    let addr: Option<String> = f.optional("metrics_listen");
+    let allow_remote: bool = f.optional("metrics_allow_remote").unwrap_or(false);
+    let Some(addr) = addr else {
+        if allow_remote {
+            f.error(
+                "server.metrics_allow_remote".into(),
+                "needs `metrics_listen`".into(),
+            );
+        }
+        return None;
+    };
+    match addr.parse::<SocketAddr>() {
+        // SECURITY: metrics carry no secrets, but plain HTTP off loopback is an operator's choice.
+        Ok(a) if !a.ip().is_loopback() && !allow_remote => {
+            f.error(
+                "server.metrics_listen".into(),
+                format!(
+                    "`{a}` is not a loopback address; metrics are plain HTTP \
+                     (set `metrics_allow_remote = true` to serve them there)"
+                ),
+            );
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            f.error(
+                "server.metrics_listen".into(),
+                "must be an address and port such as `127.0.0.1:9464`".into(),
+            );
+            None
+        }
+    }
 }
 
 fn parse_store(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Option<StoreConfig> {

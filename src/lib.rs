@@ -25,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod identity;
+pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod server;

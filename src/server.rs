@@ -1,7 +1,8 @@
 //! The HTTPS service: router, authentication, limits, TLS and the accept loop.
 //!
 //! [`router`] builds the axum app without I/O; [`Server::build`] connects the store, loads the
-//! issuers' keys and TLS material; [`Server::serve`] runs until shutdown.
+//! issuers' keys and TLS material (and binds the metrics listener, if configured);
+//! [`Server::serve`] runs until shutdown.
 
 pub mod auth;
 pub mod error;
@@ -112,12 +113,26 @@ pub struct Server {
     config: ServerConfig,
     policy_dir: std::path::PathBuf,
     tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
     /// Opens the store (running migrations), prepares audit, loads the issuers' keys and TLS,
-    /// and audits the start. Binds nothing.
+    /// binds `metrics_listen` if set (installing the metrics recorder), and audits the start.
     pub async fn build(config: &Config, clock: SharedClock) -> Result<Self, StartError> {
+        let metrics = match config.server.metrics_listen {
+            Some(addr) => {
+                crate::metrics::install();
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: addr.to_string(),
+                        source,
+                    })?;
+                Some(l)
+            }
+            None => None,
+        };
         let tls = match &config.server.tls {
             Some(files) => Some(tls::server_config(files)?),
             None => None,
@@ -182,7 +197,13 @@ impl Server {
             config: config.server.clone(),
             policy_dir: config.policy.dir.clone(),
             tls,
+            metrics,
         })
+    }
+
+    /// The metrics listener's address, if there is one.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Binds the configured address.
@@ -210,6 +231,12 @@ impl Server {
             Arc::clone(&self.state.broker),
             self.policy_dir.clone(),
         ));
+        let metrics = self.metrics.map(|l| {
+            let mut stop = stop_tx.subscribe();
+            tokio::spawn(serve_metrics(l, self.config.clone(), async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            }))
+        });
         let app = router(self.state, &self.config);
         let limits = ListenerLimits {
             header_read_timeout: self.config.header_read_timeout,
@@ -221,8 +248,39 @@ impl Server {
         listener::serve(listener, self.tls, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = refresher.await;
+        if let Some(m) = metrics {
+            let _ = m.await;
+        }
         reloader.abort();
     }
+}
+
+/// Open connections at most on the metrics listener (a scraper or two need one each).
+const METRICS_MAX_CONNECTIONS: usize = 8;
+
+/// Serves `GET /metrics` (plain HTTP) with the main listener's deadlines and a small cap.
+async fn serve_metrics(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    // SECURITY: plain HTTP off loopback only with `metrics_allow_remote` (checked by config).
+    let app = crate::metrics::router(crate::metrics::install())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            METRICS_MAX_CONNECTIONS,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ));
+    let limits = ListenerLimits {
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: METRICS_MAX_CONNECTIONS,
+        max_connections_per_ip: METRICS_MAX_CONNECTIONS,
+        shutdown_grace: std::time::Duration::from_secs(1),
+    };
+    listener::serve(listener, None, app, limits, shutdown).await;
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -7,6 +7,7 @@
 //! - [`sshd`]: a real OpenSSH server playing an EC2 instance that admits pushed keys.
 //! - [`cli`]: a temporary home for the engineer's CLI ([`cli::CliHome`]).
 //! - [`sandbox`]: `latchkey dev` and `scripts/sandbox`.
+//! - [`prometheus`]: a real Prometheus scraping the broker's metrics listener, and `promtool`.
 //!
 //! Tests wait for a condition with [`poll_until`], never with a fixed sleep.
 
@@ -42,6 +43,10 @@ pub mod cli;
 #[allow(dead_code, reason = "not every test uses every helper")]
 #[path = "harness/sandbox.rs"]
 pub mod sandbox;
+
+#[allow(dead_code, reason = "not every test uses every helper")]
+#[path = "harness/prometheus.rs"]
+pub mod prometheus;
 
 /// Calls `attempt` until it returns `Some`, for at most `within`; `None` when time ran out.
 /// Attempts are a few milliseconds apart: this waits for a condition, never for a guessed time.

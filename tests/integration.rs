@@ -28,6 +28,8 @@ mod healthcheck;
 mod identity;
 #[path = "integration/listener.rs"]
 mod listener;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/policy_ssh.rs"]
 mod policy_ssh;
 #[path = "integration/sandbox.rs"]

@@ -110,11 +110,10 @@ impl Auditor {
     pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
         let canonical = CanonicalEvent::new(event)?;
         let _order = self.order.lock().await;
-        let record = self
-            .store
-            .append_audit(&canonical, &self.key)
-            .await
-            .map_err(AuditError::Unavailable)?;
+        let started = std::time::Instant::now();
+        let appended = self.store.append_audit(&canonical, &self.key).await;
+        crate::metrics::audit_append(started.elapsed(), appended.is_ok());
+        let record = appended.map_err(AuditError::Unavailable)?;
         if let Err(err) = self.sink.write(&record).await {
             tracing::error!(
                 audit.seq = record.seq,

@@ -57,12 +57,36 @@ impl SdkAws {
 #[async_trait::async_trait]
 impl Aws for SdkAws {
     async fn assume_role(&self, input: &AssumeRoleInput) -> Result<IssuedCredentials, AwsError> {
-        self.sts.assume_role(input).await
+        measured("AssumeRole", self.sts.assume_role(input)).await
     }
 
     async fn send_ssh_public_key(&self, input: &SendKeyInput) -> Result<PushedKey, AwsError> {
-        self.instance_connect.send_ssh_public_key(input).await
+        measured(
+            "SendSSHPublicKey",
+            self.instance_connect.send_ssh_public_key(input),
+        )
+        .await
     }
+}
+
+/// Runs one AWS call (retries included) and records its latency and error class.
+async fn measured<T>(
+    api: &'static str,
+    call: impl Future<Output = Result<T, AwsError>>,
+) -> Result<T, AwsError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let error = result.as_ref().err().map(|e| match e {
+        AwsError::AccessDenied(_) => "access_denied",
+        AwsError::InstanceNotFound(_) => "instance_not_found",
+        AwsError::InstanceNotRunning(_) => "instance_not_running",
+        AwsError::InstanceUnsupported(_) => "instance_unsupported",
+        AwsError::Invalid(_) => "invalid",
+        AwsError::Throttled => "throttled",
+        AwsError::Unavailable(_) => "unavailable",
+    });
+    crate::metrics::aws_call(api, started.elapsed(), error);
+    result
 }
 
 /// What one failed attempt means.

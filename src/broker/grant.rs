@@ -19,6 +19,7 @@ use super::limit::Admission;
 use super::{Broker, BrokerError, RequestMeta, actor};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::identity::Identity;
+use crate::metrics::GrantOutcome;
 use crate::policy::PolicySet;
 
 /// The audit event kinds of one grant path.
@@ -128,6 +129,7 @@ impl<'a> Grant<'a> {
                     .append(events.rate_limited, Outcome::Deny, Value::Null, details)
                     .await?;
             }
+            grant.count(None, GrantOutcome::RateLimited);
             return Err(BrokerError::RateLimited { retry_after_secs });
         }
         Ok(grant)
@@ -231,6 +233,17 @@ impl<'a> Grant<'a> {
             &mut details,
             &json!({ "policy_digest": self.policy.digest() }),
         );
+        let counted = [
+            (self.events.issued, GrantOutcome::Issued),
+            (self.events.denied, GrantOutcome::Denied),
+            (self.events.failed, GrantOutcome::Failed),
+        ]
+        .into_iter()
+        .find_map(|(k, o)| (k == kind).then_some(o));
+        let name = ["role", "target"]
+            .into_iter()
+            .find_map(|k| target.get(k).and_then(Value::as_str))
+            .map(str::to_owned);
         let event = AuditEvent {
             event: kind,
             time: self.broker.clock.now(),
@@ -242,7 +255,21 @@ impl<'a> Grant<'a> {
             user_agent: self.meta.user_agent.clone(),
             request_id: self.meta.request_id.clone(),
         };
-        self.broker.audit(event).await
+        self.broker.audit(event).await?;
+        if let Some(outcome) = counted {
+            self.count(name.as_deref(), outcome);
+        }
+        Ok(())
+    }
+
+    /// Counts the grant's outcome in the metrics (catalog names only).
+    fn count(&self, name: Option<&str>, outcome: GrantOutcome) {
+        let kind = if matches!(self.events.issued, EventKind::SshPushed) {
+            "ssh"
+        } else {
+            "credentials"
+        };
+        crate::metrics::grant(kind, name, &self.policy, outcome);
     }
 }
 

@@ -37,6 +37,17 @@ impl Broker {
     /// [`BrokerError::AuditUnavailable`] when the record cannot be written; the policy in force
     /// is then unchanged.
     pub async fn reload_policy(&self, dir: &Path) -> Result<ReloadOutcome, BrokerError> {
+        let outcome = self.reload_policy_unmeasured(dir).await;
+        crate::metrics::policy_reload(match &outcome {
+            Ok(ReloadOutcome::Applied { .. }) => "applied",
+            Ok(ReloadOutcome::Rejected { .. }) => "rejected",
+            Err(_) => "error",
+        });
+        outcome
+    }
+
+    /// [`Self::reload_policy`] without its metric.
+    async fn reload_policy_unmeasured(&self, dir: &Path) -> Result<ReloadOutcome, BrokerError> {
         let previous = self.policy();
         let target = json!({ "dir": dir.display().to_string() });
         match PolicySet::load(dir) {

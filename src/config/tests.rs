@@ -406,3 +406,42 @@ cli_scopes = ["email", "two words", "quo\"te"]
     assert!(issues[2].starts_with("oidc.provider[0].cli_scopes: `two words`"));
     assert!(issues[3].starts_with("oidc.provider[0].cli_scopes: `quo\"te`"));
 }
+
+#[test]
+fn issue_10_metrics_listen_is_loopback_unless_remote_is_allowed() {
+    let with = |keys: &str| plain("").replace("[store]", &format!("{keys}\n[store]"));
+    let c = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert_eq!(c.server.metrics_listen, None);
+    let c = Config::from_toml(&with("metrics_listen = \"[::1]:9464\""), base(), &no_env()).unwrap();
+    assert_eq!(c.server.metrics_listen, Some("[::1]:9464".parse().unwrap()));
+    let remote = "metrics_listen = \"0.0.0.0:9464\"\nmetrics_allow_remote = true";
+    let c = Config::from_toml(&with(remote), base(), &no_env()).unwrap();
+    assert_eq!(
+        c.server.metrics_listen,
+        Some("0.0.0.0:9464".parse().unwrap())
+    );
+
+    // Every error at once, with the other sections' errors.
+    let bad = with("metrics_listen = \"0.0.0.0:9464\"\nidle_timeout = \"0s\"")
+        .replace("audiences = [\"latchkey-cli\"]", "audiences = []");
+    let err = Config::from_toml(&bad, base(), &no_env()).unwrap_err();
+    let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    assert!(paths.contains(&"server.metrics_listen"), "{paths:?}");
+    assert!(paths.contains(&"server.idle_timeout"), "{paths:?}");
+    assert!(paths.contains(&"oidc.provider[0].audiences"), "{paths:?}");
+    let msg = &err
+        .issues
+        .iter()
+        .find(|i| i.path == "server.metrics_listen")
+        .unwrap()
+        .message;
+    assert!(msg.contains("metrics_allow_remote = true"), "{msg}");
+
+    for (keys, path) in [
+        ("metrics_listen = \"nope\"", "server.metrics_listen"),
+        ("metrics_allow_remote = true", "server.metrics_allow_remote"),
+    ] {
+        let err = Config::from_toml(&with(keys), base(), &no_env()).unwrap_err();
+        assert_eq!(err.issues[0].path, path, "{keys}");
+    }
+}

@@ -206,13 +206,18 @@ impl IssuerKeys {
             s.last_on_demand = Some(Instant::now());
         }
         if let Err(e) = self.fetch_and_store().await {
+            crate::metrics::jwks_refresh(&self.issuer, false);
             tracing::warn!(oidc.issuer = %self.issuer, error = %e, "on-demand key refresh failed");
+        } else {
+            crate::metrics::jwks_refresh(&self.issuer, true);
         }
     }
 
     async fn refresh(&self) -> Result<(), KeyStoreError> {
         let _guard = self.refresh.lock().await;
-        self.fetch_and_store().await
+        let fetched = self.fetch_and_store().await;
+        crate::metrics::jwks_refresh(&self.issuer, fetched.is_ok());
+        fetched
     }
 
     /// Fetches discovery (when needed) and the JWKS. Caller holds `refresh`.

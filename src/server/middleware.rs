@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // SECURITY: the metrics label is the route's pattern, never the raw path.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -38,7 +43,12 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     }
     let status = resp.status().as_u16();
     let code = resp.extensions().get::<ErrorCode>().map_or("", |c| c.0);
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if code.starts_with("token_") || code == "issuer_unavailable" {
+        crate::metrics::token_failure(code);
+    }
+    let elapsed = started.elapsed();
+    crate::metrics::http_request(&route, status, elapsed);
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     if resp.status().is_server_error() {
         tracing::warn!(request.id = %id, http.method = %method, http.path = %path, http.status = status,
             error.code = code, client.addr = %peer, latency_ms, "request failed");
