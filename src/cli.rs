@@ -8,6 +8,7 @@ mod config;
 mod configure;
 mod credentials;
 mod dev;
+mod healthcheck;
 mod login;
 mod policy;
 mod preflight;
@@ -53,6 +54,8 @@ enum Command {
     Env(credentials::EnvArgs),
     /// Run a command with temporary AWS credentials for a role in its environment.
     Exec(credentials::ExecArgs),
+    /// Check that a running broker answers `GET /healthz` (for container health checks).
+    Healthcheck(healthcheck::HealthcheckArgs),
     /// Log in with your identity provider.
     Login(login::LoginArgs),
     /// Remove the stored login and cached credentials.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Credentials(args) => return credentials::run_credentials(args),
         Command::Env(args) => return credentials::run_env(args),
         Command::Exec(args) => return credentials::run_exec(args),
+        Command::Healthcheck(args) => return healthcheck::run(args),
         Command::Login(args) => return login::run_login(args),
         Command::Logout(args) => return login::run_logout(args),
         Command::Roles(args) => return whoami::run_roles(args),
@@ -132,6 +136,7 @@ pub fn main() -> ExitCode {
             | Command::Credentials(_)
             | Command::Env(_)
             | Command::Exec(_)
+            | Command::Healthcheck(_)
             | Command::Login(_)
             | Command::Logout(_)
             | Command::Roles(_)

@@ -22,6 +22,8 @@ mod bad_tokens;
 mod cli;
 #[path = "integration/credentials.rs"]
 mod credentials;
+#[path = "integration/healthcheck.rs"]
+mod healthcheck;
 #[path = "integration/identity.rs"]
 mod identity;
 #[path = "integration/listener.rs"]
