@@ -30,6 +30,8 @@ mod identity;
 mod listener;
 #[path = "integration/policy_ssh.rs"]
 mod policy_ssh;
+#[path = "integration/preflight.rs"]
+mod preflight;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
 #[path = "integration/server.rs"]
