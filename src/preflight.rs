@@ -105,7 +105,10 @@ pub fn check_role(caller: &Caller, expected: &Expected, observed: &Observed) -> 
         Observed::Unreadable(why) => {
             out.problem(
                 format!("cannot read role `{}`: {why}", expected.arn),
-                format!("let the broker's identity `iam:GetRole` on `{}`", expected.arn),
+                format!(
+                    "let the broker's identity `iam:GetRole` on `{}`",
+                    expected.arn
+                ),
             );
             return out.list;
         }
@@ -116,7 +119,10 @@ pub fn check_role(caller: &Caller, expected: &Expected, observed: &Observed) -> 
                 "the catalog names `{}` but the role is `{arn}`",
                 expected.arn
             ),
-            format!("set `arn = \"{arn}\"` for role `{}` in the catalog", expected.name),
+            format!(
+                "set `arn = \"{arn}\"` for role `{}` in the catalog",
+                expected.name
+            ),
         );
     }
     if max_session_secs < expected.max_duration_secs {
@@ -243,7 +249,12 @@ pub fn render(roles: &[String], findings: &[Finding]) -> String {
     table
 }
 
-fn check_external_id(out: &mut Findings<'_>, policy: &TrustPolicy, caller: &Caller, expected: &Expected) {
+fn check_external_id(
+    out: &mut Findings<'_>,
+    policy: &TrustPolicy,
+    caller: &Caller,
+    expected: &Expected,
+) {
     let required = policy.external_ids(caller);
     match (&expected.external_id, required) {
         (Some(mine), Some(theirs)) if !theirs.contains(mine) => out.problem(

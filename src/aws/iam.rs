@@ -118,9 +118,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             let e = context.err();
             let message = service_message(e.code(), e.message(), request_id.as_deref());
             return match e.code() {
-                Some(code) if THROTTLING_CODES.contains(&code) => {
-                    Attempt::Throttled { request_id }
-                }
+                Some(code) if THROTTLING_CODES.contains(&code) => Attempt::Throttled { request_id },
                 _ if status == 429 => Attempt::Throttled { request_id },
                 Some(code) if BROKER_CREDENTIAL_CODES.contains(&code) => {
                     Attempt::Failed(AwsError::Unavailable(format!(

@@ -92,15 +92,22 @@ fn percent_decoding_rejects_broken_escapes() {
 #[test]
 fn each_missing_action_is_named() {
     for (actions, missing) in [
-        (r#"["sts:AssumeRole","sts:SetSourceIdentity"]"#, "sts:TagSession"),
-        (r#"["sts:AssumeRole","sts:TagSession"]"#, "sts:SetSourceIdentity"),
+        (
+            r#"["sts:AssumeRole","sts:SetSourceIdentity"]"#,
+            "sts:TagSession",
+        ),
+        (
+            r#"["sts:AssumeRole","sts:TagSession"]"#,
+            "sts:SetSourceIdentity",
+        ),
         (r#""sts:TagSession""#, "sts:AssumeRole"),
     ] {
         let doc = trust(&format!("\"{BROKER_ROLE}\""), actions, "");
         let findings = check_role(&broker(), &expected(None), &observed(&doc, 3600));
         let p = problems(&findings);
         assert!(
-            p.iter().any(|p| p.contains(&format!("does not allow `{missing}`"))),
+            p.iter()
+                .any(|p| p.contains(&format!("does not allow `{missing}`"))),
             "{actions}: {p:?}"
         );
         assert!(!passes(&findings));
@@ -185,7 +192,10 @@ fn a_wrong_principal_says_whom_the_policy_trusts() {
     let findings = check_role(&broker(), &expected(None), &observed(&doc, 3600));
     let p = problems(&findings);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].contains("`arn:aws:iam::111111111111:role/SomeoneElse`"), "{p:?}");
+    assert!(
+        p[0].contains("`arn:aws:iam::111111111111:role/SomeoneElse`"),
+        "{p:?}"
+    );
     assert!(p[0].contains("not the broker's identity"), "{p:?}");
     assert!(
         findings[0]
@@ -211,21 +221,48 @@ fn principals_match_by_account_and_name_whatever_the_path() {
         caller.matches("arn:aws:iam::111111111111:root"),
         Some(PrincipalMatch::AccountRoot)
     );
-    assert_eq!(caller.matches("111111111111"), Some(PrincipalMatch::AccountRoot));
+    assert_eq!(
+        caller.matches("111111111111"),
+        Some(PrincipalMatch::AccountRoot)
+    );
     assert_eq!(caller.matches("*"), Some(PrincipalMatch::Everyone));
-    assert_eq!(caller.matches("arn:aws:iam::111111111111:role/Latchkey"), None);
-    assert_eq!(caller.matches("arn:aws:iam::111111111111:role/xLatchkeyBroker"), None);
-    assert_eq!(caller.matches("arn:aws:iam::222222222222:role/LatchkeyBroker"), None);
-    assert_eq!(caller.matches("arn:aws:iam::111111111111:user/LatchkeyBroker"), None);
-    assert_eq!(caller.principal_arn(), "arn:aws:iam::111111111111:role/LatchkeyBroker");
+    assert_eq!(
+        caller.matches("arn:aws:iam::111111111111:role/Latchkey"),
+        None
+    );
+    assert_eq!(
+        caller.matches("arn:aws:iam::111111111111:role/xLatchkeyBroker"),
+        None
+    );
+    assert_eq!(
+        caller.matches("arn:aws:iam::222222222222:role/LatchkeyBroker"),
+        None
+    );
+    assert_eq!(
+        caller.matches("arn:aws:iam::111111111111:user/LatchkeyBroker"),
+        None
+    );
+    assert_eq!(
+        caller.principal_arn(),
+        "arn:aws:iam::111111111111:role/LatchkeyBroker"
+    );
 
     // moto's default identity, and a plain IAM user.
     let moto = Caller::parse("arn:aws:sts::123456789012:user/moto", "123456789012");
-    assert_eq!(moto.matches("arn:aws:sts::123456789012:user/moto"), Some(PrincipalMatch::Exact));
-    assert_eq!(moto.matches("arn:aws:iam::123456789012:user/moto"), Some(PrincipalMatch::Exact));
+    assert_eq!(
+        moto.matches("arn:aws:sts::123456789012:user/moto"),
+        Some(PrincipalMatch::Exact)
+    );
+    assert_eq!(
+        moto.matches("arn:aws:iam::123456789012:user/moto"),
+        Some(PrincipalMatch::Exact)
+    );
     assert_eq!(moto.principal_arn(), "arn:aws:iam::123456789012:user/moto");
     let user = Caller::parse("arn:aws:iam::123456789012:user/ops/broker", "123456789012");
-    assert_eq!(user.matches("arn:aws:iam::123456789012:user/ops/broker"), Some(PrincipalMatch::Exact));
+    assert_eq!(
+        user.matches("arn:aws:iam::123456789012:user/ops/broker"),
+        Some(PrincipalMatch::Exact)
+    );
     assert_eq!(user.matches("arn:aws:iam::123456789012:role/broker"), None);
 }
 
@@ -255,8 +292,16 @@ fn a_short_max_session_duration_is_a_problem() {
         p,
         vec!["MaxSessionDuration is 3599 s, shorter than the catalog's max_duration of 3600 s"]
     );
-    assert!(findings[0].fix.contains("--role-name ReadOnly --max-session-duration 3600"));
-    assert!(passes(&check_role(&broker(), &expected(None), &observed(&doc, 43200))));
+    assert!(
+        findings[0]
+            .fix
+            .contains("--role-name ReadOnly --max-session-duration 3600")
+    );
+    assert!(passes(&check_role(
+        &broker(),
+        &expected(None),
+        &observed(&doc, 43200)
+    )));
 }
 
 #[test]
@@ -269,9 +314,17 @@ fn the_external_id_must_match() {
         )
     };
     // Matching: fine, and reported once rather than for each action.
-    let findings = check_role(&broker(), &expected(Some("abc-123")), &observed(&with_id("abc-123"), 3600));
+    let findings = check_role(
+        &broker(),
+        &expected(Some("abc-123")),
+        &observed(&with_id("abc-123"), 3600),
+    );
     assert_eq!(findings, vec![]);
-    let findings = check_role(&broker(), &expected(Some("abc-123")), &observed(&with_id("zzz"), 3600));
+    let findings = check_role(
+        &broker(),
+        &expected(Some("abc-123")),
+        &observed(&with_id("zzz"), 3600),
+    );
     assert_eq!(
         problems(&findings),
         vec!["the trust policy requires ExternalId `zzz`, the catalog sends `abc-123`"]
@@ -282,7 +335,11 @@ fn the_external_id_must_match() {
         vec!["the trust policy requires an ExternalId, the catalog sets none"]
     );
     let plain = trust(&format!("\"{BROKER_ROLE}\""), ALL, "");
-    let findings = check_role(&broker(), &expected(Some("abc-123")), &observed(&plain, 3600));
+    let findings = check_role(
+        &broker(),
+        &expected(Some("abc-123")),
+        &observed(&plain, 3600),
+    );
     assert!(passes(&findings));
     assert_eq!(
         warnings(&findings),
@@ -292,7 +349,13 @@ fn the_external_id_must_match() {
 
 #[test]
 fn source_identity_conditions_are_decided_and_others_are_flagged() {
-    let cond = |c: &str| trust(&format!("\"{BROKER_ROLE}\""), ALL, &format!(r#","Condition":{c}"#));
+    let cond = |c: &str| {
+        trust(
+            &format!("\"{BROKER_ROLE}\""),
+            ALL,
+            &format!(r#","Condition":{c}"#),
+        )
+    };
     // Required source identity: the broker always sets one.
     for c in [
         r#"{"Null":{"sts:SourceIdentity":"false"}}"#,
@@ -307,12 +370,18 @@ fn source_identity_conditions_are_decided_and_others_are_flagged() {
         &observed(&cond(r#"{"Null":{"sts:SourceIdentity":"true"}}"#), 3600),
     );
     assert_eq!(problems(&findings).len(), 3, "{findings:?}");
-    assert!(problems(&findings)[0].contains("never meets"), "{findings:?}");
+    assert!(
+        problems(&findings)[0].contains("never meets"),
+        "{findings:?}"
+    );
     // A request tag condition cannot be decided offline: allowed, with a warning per action.
     let findings = check_role(
         &broker(),
         &expected(None),
-        &observed(&cond(r#"{"StringEquals":{"aws:RequestTag/team":"x"}}"#), 3600),
+        &observed(
+            &cond(r#"{"StringEquals":{"aws:RequestTag/team":"x"}}"#),
+            3600,
+        ),
     );
     assert!(passes(&findings));
     assert_eq!(warnings(&findings).len(), 3, "{findings:?}");
@@ -354,8 +423,17 @@ fn the_table_has_a_row_per_role_and_a_fix_per_problem() {
     let table = render(&roles, &findings);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
-    assert!(lines[0].starts_with("ROLE       STATUS   WHAT / FIX"), "{table}");
+    assert!(
+        lines[0].starts_with("ROLE       STATUS   WHAT / FIX"),
+        "{table}"
+    );
     assert!(lines[1].starts_with("developer  ok"), "{table}");
-    assert!(lines[2].starts_with("readonly   problem  role `"), "{table}");
-    assert!(lines[3].starts_with("                    fix: create the role"), "{table}");
+    assert!(
+        lines[2].starts_with("readonly   problem  role `"),
+        "{table}"
+    );
+    assert!(
+        lines[3].starts_with("                    fix: create the role"),
+        "{table}"
+    );
 }

@@ -12,7 +12,8 @@
 use serde_json::Value;
 
 /// The STS actions the broker needs on every role.
-pub const REQUIRED_ACTIONS: [&str; 3] = ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"];
+pub const REQUIRED_ACTIONS: [&str; 3] =
+    ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"];
 
 /// The broker's own identity, as STS `GetCallerIdentity` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,10 +148,7 @@ impl Caller {
             (Some("arn"), Some(p)) => format!("arn:{p}"),
             _ => "arn:aws".to_owned(),
         };
-        let account = acct
-            .filter(|a| !a.is_empty())
-            .unwrap_or(account)
-            .to_owned();
+        let account = acct.filter(|a| !a.is_empty()).unwrap_or(account).to_owned();
         let resource = resource.unwrap_or_default();
         let kind = if let Some(rest) = resource.strip_prefix("assumed-role/") {
             match rest.split('/').next() {
@@ -477,7 +475,8 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
 /// Decodes `%XX` escapes (and `+` as a space, as IAM's form encoding does); `None` on a broken

@@ -152,7 +152,12 @@ async fn preflight_names_each_broken_role_and_passes_a_correct_one() {
         role("no-source-identity", "NoSourceIdentity", "1h", ""),
         role("wrong-principal", "WrongPrincipal", "1h", ""),
         role("short", "Short", "2h", ""),
-        role("external-id", "ExternalId", "1h", "external_id = \"other-id\""),
+        role(
+            "external-id",
+            "ExternalId",
+            "1h",
+            "external_id = \"other-id\"",
+        ),
         role("missing", "Missing", "1h", ""),
     ]
     .concat();
@@ -170,7 +175,12 @@ async fn preflight_names_each_broken_role_and_passes_a_correct_one() {
         "{table}"
     );
     assert_row(&table, "good", "ok", "ready for the broker");
-    assert_row(&table, "no-tag", "problem", "does not allow `sts:TagSession`");
+    assert_row(
+        &table,
+        "no-tag",
+        "problem",
+        "does not allow `sts:TagSession`",
+    );
     assert_row(
         &table,
         "no-source-identity",
@@ -199,7 +209,10 @@ async fn preflight_names_each_broken_role_and_passes_a_correct_one() {
     // Exactly one problem per broken role, each with its fix.
     assert_eq!(table.matches(" problem ").count(), 6, "{table}");
     assert_eq!(table.matches("fix: ").count(), 6, "{table}");
-    assert!(table.contains("7 role(s): 6 problem(s), 0 warning(s)"), "{table}");
+    assert!(
+        table.contains("7 role(s): 6 problem(s), 0 warning(s)"),
+        "{table}"
+    );
 
     // The correct role alone passes.
     let good = tempfile::tempdir().unwrap();
@@ -255,7 +268,10 @@ async fn deploy(moto: &Moto, name: &str, template: &str, parameters: &[String]) 
             "CREATE_IN_PROGRESS" => {}
             other => panic!("stack `{name}` ended in `{other}`"),
         }
-        assert!(Instant::now() < deadline, "stack `{name}` still in progress");
+        assert!(
+            Instant::now() < deadline,
+            "stack `{name}` still in progress"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     aws(
@@ -334,7 +350,11 @@ async fn preflight_passes_on_the_roles_the_cloudformation_templates_create() {
     let path = config(dir.path(), &moto, &catalog);
     // No fixed test credentials: the default chain finds the session's in the environment.
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("dangerous_test_credentials = true\n", "")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("dangerous_test_credentials = true\n", ""),
+    )
+    .unwrap();
     let run = |catalog: &str| {
         std::fs::write(dir.path().join("policies/catalog.toml"), catalog).unwrap();
         let mut cmd = latchkey(&["preflight", "--config"]);
@@ -369,5 +389,10 @@ async fn preflight_passes_on_the_roles_the_cloudformation_templates_create() {
     // A catalog that wants longer sessions than the stack's MaxSessionDuration fails.
     let out = run(&catalog.replace("\"2h\"", "\"3h\"")).await;
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert_row(&stdout(&out), "target", "problem", "MaxSessionDuration is 7200 s");
+    assert_row(
+        &stdout(&out),
+        "target",
+        "problem",
+        "MaxSessionDuration is 7200 s",
+    );
 }
