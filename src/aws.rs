@@ -13,6 +13,7 @@
 //! [`SendKeyInput`] can only be built through [`SendKeyInput::new`], which enforces EC2 Instance
 //! Connect's limits.
 
+pub mod iam;
 pub mod input;
 pub mod instance_connect;
 pub mod names;

@@ -11,6 +11,7 @@ mod dev;
 mod healthcheck;
 mod login;
 mod policy;
+mod preflight;
 mod server;
 mod ssh;
 mod targets;
@@ -62,6 +63,12 @@ enum Command {
     /// Policy tools: check, test, explain.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Check with the broker's AWS identity that every catalog role is set up for it.
+    Preflight {
+        /// The configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: PathBuf,
+    },
     /// List the roles and whether you may assume each, and why.
     Roles(whoami::RolesArgs),
     /// Run the broker.
@@ -122,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::Config(cmd) => config::run(cmd),
             Command::Dev(args) => dev::run(*args).await,
             Command::Policy(cmd) => policy::run(cmd),
+            Command::Preflight { config } => preflight::run(&config).await,
             Command::Server { config } => server::run(&config).await,
             // Dispatched above, before any runtime starts.
             Command::Configure(_)

@@ -3,7 +3,7 @@
 //! keys, and writes every decision to a tamper-evident audit chain before acting.
 //!
 //! Crate map (see ARCHITECTURE.md):
-//! - pure core, no network or database: [`identity`], [`oidc::verify`], [`oidc::jwks`],
+//! - pure core, no network or database: [`identity`], [`oidc::verify`], [`oidc::jwks`], [`preflight`],
 //!   [`config`] parsing, [`audit`]'s chain, [`ssh`] (public keys and OS user names);
 //! - use cases: [`broker`];
 //! - adapters: [`server`] (HTTPS), [`store`] (SQLite/PostgreSQL), [`oidc::keystore`] (JWKS),
@@ -28,6 +28,7 @@ pub mod identity;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
+pub mod preflight;
 pub mod server;
 pub mod ssh;
 pub mod store;

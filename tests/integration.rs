@@ -32,6 +32,8 @@ mod listener;
 mod metrics;
 #[path = "integration/policy_ssh.rs"]
 mod policy_ssh;
+#[path = "integration/preflight.rs"]
+mod preflight;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
 #[path = "integration/server.rs"]
