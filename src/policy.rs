@@ -563,6 +563,7 @@ fn check_contexts(schema: &SchemaInfo, types: &Types, issues: &mut Vec<ConfigIss
             Action::ReadAudit => &[
                 Resource::Role(String::new()),
                 Resource::Target(String::new()),
+                Resource::AuditLog,
             ],
             Action::Ssh => &[Resource::Target(String::new())],
         };
@@ -584,6 +585,7 @@ fn check_contexts(schema: &SchemaInfo, types: &Types, issues: &mut Vec<ConfigIss
                 let what = match resource {
                     Resource::Role(_) => "a role",
                     Resource::Target(_) => "a target",
+                    Resource::AuditLog => "the audit log",
                 };
                 let extra = if action == Action::Ssh {
                     ", `os_user: String`"
