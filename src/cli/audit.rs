@@ -1,6 +1,7 @@
 //! `latchkey audit verify`: checks the whole hash chain in a store, and checks it against what
 //! the store cannot rewrite: the sink stream a SIEM holds (`--stream`) and a head noted
-//! elsewhere (`--head`).
+//! elsewhere (`--head`); `latchkey audit export`: the records of a store as the audit stream's
+//! JSON lines, which `audit verify --stream` accepts.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +38,16 @@ pub(super) enum AuditCmd {
         #[arg(long, value_name = "SEQ:HASH")]
         head: Option<String>,
     },
+    /// Print the audit records as JSON lines in the audit stream's shape (oldest first), which
+    /// `audit verify --stream` accepts.
+    Export {
+        /// The store: `sqlite://PATH` or `postgres://...`.
+        #[arg(long, env = "LATCHKEY_STORE__URL")]
+        database: String,
+        /// Only records after this seq.
+        #[arg(long, default_value_t = 0)]
+        after_seq: i64,
+    },
 }
 
 pub(super) async fn run(cmd: AuditCmd) -> ExitCode {
@@ -47,7 +58,55 @@ pub(super) async fn run(cmd: AuditCmd) -> ExitCode {
             stream,
             head,
         } => verify(&database, hmac_key_file, &stream, head.as_deref()).await,
+        AuditCmd::Export {
+            database,
+            after_seq,
+        } => export(&database, after_seq).await,
     }
+}
+
+async fn export(database: &str, after_seq: i64) -> ExitCode {
+    use std::io::Write;
+    let fail = |message: String| {
+        eprintln!("latchkey audit export: {message}");
+        ExitCode::FAILURE
+    };
+    if after_seq < 0 {
+        return fail("`--after-seq` must be at least 0".to_owned());
+    }
+    let store = match crate::store::connect(database).await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot open `{}`: {e}", redact_url(database))),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut after = after_seq;
+    loop {
+        let page = match store.audit_page(after, VERIFY_PAGE_SIZE).await {
+            Ok(p) => p,
+            Err(e) => return fail(format!("cannot read the chain: {e}")),
+        };
+        let Some(last) = page.last().map(|r| r.seq) else {
+            break;
+        };
+        for stored in &page {
+            let line = crate::broker::stream_record(stored)
+                .map_err(|e| e.to_string())
+                .and_then(|r| serde_json::to_string(&r).map_err(|e| e.to_string()));
+            match line {
+                Ok(line) => {
+                    if let Err(e) = writeln!(out, "{line}") {
+                        return fail(format!("cannot write: {e}"));
+                    }
+                }
+                Err(e) => return fail(e),
+            }
+        }
+        after = last;
+    }
+    if let Err(e) = out.flush() {
+        return fail(format!("cannot write: {e}"));
+    }
+    ExitCode::SUCCESS
 }
 
 async fn verify(
