@@ -265,3 +265,106 @@ async fn audit_export_is_a_stream_verify_accepts() {
         String::from_utf8_lossy(&bad.stdout)
     );
 }
+
+/// Against the real binary and the real IdP: an engineer gets 403, bad queries get 400, and an
+/// auditor pages through filtered records, each exactly the audit stream's line.
+#[tokio::test]
+async fn an_auditor_pages_through_the_audit_log_and_an_engineer_may_not() {
+    use crate::harness::broker::{BrokerOptions, TestBroker};
+    use crate::harness::idp;
+    use serde_json::Value;
+
+    let idp = idp::shared().await;
+    let broker = TestBroker::start(BrokerOptions::issuer(idp.issuer())).await;
+    let alice = idp.login_code_flow("latchkey-cli", "alice").await.id_token;
+    let erin = idp.login_code_flow("latchkey-cli", "erin").await.id_token;
+
+    let r = broker.get("/v1/audit", Some(&alice)).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "denied");
+    let r = broker.get("/v1/audit", None).await;
+    assert_eq!(r.status(), 401);
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "after_seq=-1",
+        "event=nope",
+        "since=x",
+        "who=1",
+    ] {
+        let r = broker.get(&format!("/v1/audit?{bad}"), Some(&erin)).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "bad_request", "{bad}");
+    }
+
+    // The start record, exactly as the sink wrote it.
+    let page: Value = broker
+        .get("/v1/audit?event=server.started&limit=1", Some(&erin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["records"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next_after_seq"], 1);
+    let sink_first = broker.audit_lines().lines().next().unwrap().to_owned();
+    let sink_first: Value = serde_json::from_str(&sink_first).unwrap();
+    assert_eq!(page["records"][0], sink_first);
+    let page: Value = broker
+        .get("/v1/audit?event=server.started&after_seq=1", Some(&erin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["records"], json!([]));
+    assert_eq!(page["next_after_seq"], Value::Null);
+
+    // Every read was recorded: page through `audit.read` two at a time.
+    let mut seqs = Vec::new();
+    let mut reads = Vec::new();
+    let mut after = 0;
+    for _ in 0..20 {
+        let page: Value = broker
+            .get(
+                &format!("/v1/audit?event=audit.read&limit=2&after_seq={after}"),
+                Some(&erin),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        for r in page["records"].as_array().unwrap() {
+            seqs.push(r["seq"].as_i64().unwrap());
+            reads.push(r.clone());
+        }
+        match page["next_after_seq"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(reads.iter().all(|r| r["event"] == "audit.read"));
+    assert_eq!(reads[0]["actor"]["subject"], "alice");
+    assert_eq!(reads[0]["decision"], "deny");
+    assert!(reads.len() >= 4, "{reads:?}");
+    assert!(
+        reads[1..]
+            .iter()
+            .all(|r| r["actor"]["subject"] == "erin" && r["decision"] == "allow")
+    );
+
+    // The actor filter, by subject and by full principal id.
+    for actor in ["alice".to_owned(), format!("{}%23alice", idp.issuer())] {
+        let page: Value = broker
+            .get(&format!("/v1/audit?actor={actor}"), Some(&erin))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let records = page["records"].as_array().unwrap();
+        assert_eq!(records.len(), 1, "{actor}: {page}");
+        assert_eq!(records[0]["actor"]["subject"], "alice");
+    }
+}
