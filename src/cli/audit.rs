@@ -38,6 +38,30 @@ pub(super) enum AuditCmd {
         #[arg(long, value_name = "SEQ:HASH")]
         head: Option<String>,
     },
+    /// Search the audit log through the server (for those the policy lets `read_audit`) and
+    /// print a table, oldest first.
+    Search {
+        #[command(flatten)]
+        client: super::client::ClientArgs,
+        /// The actor: `issuer#subject`, or a subject alone.
+        #[arg(long)]
+        actor: Option<String>,
+        /// The event, such as `credentials.issued`.
+        #[arg(long)]
+        event: Option<String>,
+        /// The role named by the record.
+        #[arg(long)]
+        role: Option<String>,
+        /// Records at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Records before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many records in all (pages are followed up to it).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Print the audit records as JSON lines in the audit stream's shape (oldest first), which
     /// `audit verify --stream` accepts.
     Export {
@@ -62,7 +86,95 @@ pub(super) async fn run(cmd: AuditCmd) -> ExitCode {
             database,
             after_seq,
         } => export(&database, after_seq).await,
+        AuditCmd::Search {
+            client,
+            actor,
+            event,
+            role,
+            since,
+            until,
+            limit,
+        } => {
+            let mut filters: Vec<(&str, String)> = Vec::new();
+            for (name, value) in [
+                ("actor", actor),
+                ("event", event),
+                ("role", role),
+                ("since", since),
+                ("until", until),
+            ] {
+                if let Some(v) = value {
+                    filters.push((name, v));
+                }
+            }
+            search(&client, filters, limit).await
+        }
     }
+}
+
+async fn search(
+    client: &super::client::ClientArgs,
+    filters: Vec<(&str, String)>,
+    limit: u32,
+) -> ExitCode {
+    use crate::client::{ClientError, files, sanitize, session};
+    let result = async {
+        let settings = client.settings();
+        let login =
+            session::fresh_token(&files::config_dir()?, &settings, super::client::now).await?;
+        let broker =
+            crate::client::broker::BrokerClient::new(&login.server, login.ca_cert(&settings))?;
+        let mut records = Vec::new();
+        let mut after = 0_i64;
+        while records.len() < usize::try_from(limit).unwrap_or(usize::MAX) {
+            let left = limit.saturating_sub(u32::try_from(records.len()).unwrap_or(u32::MAX));
+            let mut query = filters.clone();
+            query.push(("after_seq", after.to_string()));
+            query.push(("limit", left.min(crate::broker::MAX_LIMIT).to_string()));
+            let page = broker.audit(&login.id_token, &query).await?;
+            records.extend(page.records);
+            match page.next_after_seq {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        Ok::<_, ClientError>(records)
+    }
+    .await;
+    let records = match result {
+        Ok(r) => r,
+        Err(e) => return super::client::fail(&e),
+    };
+    println!(
+        "{:>8}  {:<27}  {:<24}  {:<40}  {:<24}  DECISION",
+        "SEQ", "TIME", "EVENT", "ACTOR", "ROLE/TARGET"
+    );
+    for r in &records {
+        let e = &r.event;
+        let actor = e
+            .actor
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |a| format!("{}#{}", a.issuer, a.subject));
+        let target = ["role", "target"]
+            .iter()
+            .find_map(|k| e.target.get(*k).and_then(|v| v.as_str()))
+            .unwrap_or("-");
+        let decision = match e.decision {
+            Some(crate::audit::Outcome::Allow) => "allow",
+            Some(crate::audit::Outcome::Deny) => "deny",
+            Some(crate::audit::Outcome::Error) => "error",
+            None => "-",
+        };
+        println!(
+            "{:>8}  {:<27}  {:<24}  {:<40}  {:<24}  {decision}",
+            r.seq,
+            crate::audit::chain::time_format::format(&e.time),
+            e.event.as_str(),
+            sanitize(&actor),
+            sanitize(target),
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn export(database: &str, after_seq: i64) -> ExitCode {
