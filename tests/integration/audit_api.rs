@@ -367,4 +367,33 @@ async fn an_auditor_pages_through_the_audit_log_and_an_engineer_may_not() {
         assert_eq!(records.len(), 1, "{actor}: {page}");
         assert_eq!(records[0]["actor"]["subject"], "alice");
     }
+
+    // `audit search` through the logged-in CLI session: a table, pages followed up to --limit.
+    let home = crate::harness::cli::CliHome::new();
+    let login = home.login_code_flow(&broker, "erin").await;
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let out = home
+        .run(&["audit", "search", "--event", "audit.read", "--limit", "3"])
+        .await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(
+        rows[0].contains("audit.read") && rows[0].contains("#alice") && rows[0].ends_with("deny"),
+        "{table}"
+    );
+    let home = crate::harness::cli::CliHome::new();
+    let login = home.login_code_flow(&broker, "alice").await;
+    assert!(login.status.success());
+    let out = home.run(&["audit", "search"]).await;
+    assert!(!out.status.success());
 }
