@@ -64,10 +64,15 @@ pub(super) enum AuditCmd {
     },
     /// Print the audit records as JSON lines in the audit stream's shape (oldest first), which
     /// `audit verify --stream` accepts.
+    ///
+    /// From the store with `--database`, else through the server (`--server`, default the one
+    /// you logged in to) for those the policy lets `read_audit`.
     Export {
         /// The store: `sqlite://PATH` or `postgres://...`.
         #[arg(long, env = "LATCHKEY_STORE__URL")]
-        database: String,
+        database: Option<String>,
+        #[command(flatten)]
+        client: super::client::ClientArgs,
         /// Only records after this seq.
         #[arg(long, default_value_t = 0)]
         after_seq: i64,
@@ -83,9 +88,15 @@ pub(super) async fn run(cmd: AuditCmd) -> ExitCode {
             head,
         } => verify(&database, hmac_key_file, &stream, head.as_deref()).await,
         AuditCmd::Export {
-            database,
+            database: Some(database),
             after_seq,
+            ..
         } => export(&database, after_seq).await,
+        AuditCmd::Export {
+            database: None,
+            client,
+            after_seq,
+        } => export_from_server(&client, after_seq).await,
         AuditCmd::Search {
             client,
             actor,
@@ -109,6 +120,50 @@ pub(super) async fn run(cmd: AuditCmd) -> ExitCode {
             }
             search(&client, filters, limit).await
         }
+    }
+}
+
+async fn export_from_server(client: &super::client::ClientArgs, after_seq: i64) -> ExitCode {
+    use crate::client::{ClientError, files, session};
+    use std::io::Write;
+    if after_seq < 0 {
+        eprintln!("latchkey audit export: `--after-seq` must be at least 0");
+        return ExitCode::FAILURE;
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let result = async {
+        let settings = client.settings();
+        let login =
+            session::fresh_token(&files::config_dir()?, &settings, super::client::now).await?;
+        let broker =
+            crate::client::broker::BrokerClient::new(&login.server, login.ca_cert(&settings))?;
+        let mut after = after_seq;
+        loop {
+            let query = [
+                ("after_seq", after.to_string()),
+                ("limit", crate::broker::MAX_LIMIT.to_string()),
+            ];
+            let page = broker.audit(&login.id_token, &query).await?;
+            for record in &page.records {
+                // The record as the sink writes it: the same type, the same serialization.
+                let line = serde_json::to_string(record)
+                    .map_err(|e| ClientError::Other(format!("cannot write a record: {e}")))?;
+                writeln!(out, "{line}")
+                    .map_err(|e| ClientError::Other(format!("cannot write: {e}")))?;
+            }
+            match page.next_after_seq {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        out.flush()
+            .map_err(|e| ClientError::Other(format!("cannot write: {e}")))?;
+        Ok::<_, ClientError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => super::client::fail(&e),
     }
 }
 

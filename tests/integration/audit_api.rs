@@ -391,6 +391,36 @@ async fn an_auditor_pages_through_the_audit_log_and_an_engineer_may_not() {
         rows[0].contains("audit.read") && rows[0].contains("#alice") && rows[0].ends_with("deny"),
         "{table}"
     );
+
+    // `audit export` through the server: verify --stream accepts it against the broker's store.
+    let out = home.run(&["audit", "export"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stream = broker.dir.path().join("export.jsonl");
+    std::fs::write(&stream, &out.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 10);
+    let db = format!(
+        "sqlite://{}",
+        broker.dir.path().join("latchkey.db").display()
+    );
+    let ok = latchkey(&[
+        "audit",
+        "verify",
+        "--database",
+        &db,
+        "--stream",
+        stream.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
     let home = crate::harness::cli::CliHome::new();
     let login = home.login_code_flow(&broker, "alice").await;
     assert!(login.status.success());
