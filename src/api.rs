@@ -239,3 +239,13 @@ pub struct Problem {
 
 /// The problem+json media type.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// `GET /v1/audit`: one page of the audit trail, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The records, each exactly as the audit stream writes it (`seq`, `prev_hash`, `hash` and
+    /// the event's fields).
+    pub records: Vec<crate::audit::AuditRecord>,
+    /// The `after_seq` of the next page, or `None` when this page was the last.
+    pub next_after_seq: Option<i64>,
+}

@@ -5,6 +5,7 @@
 //! verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
 //! audits first through a [`Recorder`], and fails closed when the audit cannot be written.
 
+mod audit_read;
 mod credentials;
 mod grant;
 mod limit;
@@ -26,6 +27,7 @@ use crate::identity::Identity;
 use crate::policy::{DurationError, PolicySet, Reason};
 use crate::ssh::KeyError;
 use crate::store::Store;
+pub use audit_read::{DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse_query, stream_record};
 pub use credentials::SessionError;
 pub use grant::{MAX_REASON_BYTES, ReasonError, check_reason};
 pub use limit::{Admission, RateLimiter};
@@ -86,6 +88,9 @@ pub enum BrokerError {
     /// The session could not be built from the caller's attributes (a tag would be invalid).
     #[error(transparent)]
     SessionInvalid(SessionError),
+    /// The store could not be read.
+    #[error("the store is unavailable")]
+    StoreUnavailable,
     /// STS refused the broker.
     #[error("sts refused the request")]
     StsAccessDenied,

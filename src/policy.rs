@@ -37,7 +37,7 @@ pub use catalog::{
 pub use corpus::{TestCase, TestFailure, TestReport};
 pub use reason::{PrincipalError, Reason};
 pub use request::{
-    AccessRequest, Action, Decision, Effect, RequestContext, Resource, UnknownAction,
+    AUDIT_LOG_ID, AccessRequest, Action, Decision, Effect, RequestContext, Resource, UnknownAction,
 };
 pub use tags::{Placeholder, TagError, TagTemplate, TemplateError};
 
@@ -261,6 +261,8 @@ impl PolicySet {
             (Resource::Role(_), Action::Ssh) => Err("a role"),
             (Resource::Target(_), Action::Ssh | Action::ReadAudit) => Ok(()),
             (Resource::Target(_), _) => Err("an SSH target"),
+            (Resource::AuditLog, Action::ReadAudit) => Ok(()),
+            (Resource::AuditLog, _) => Err("the audit log"),
             (Resource::Role(_), _) => Ok(()),
         };
         if let Err(what) = applies {
@@ -291,6 +293,7 @@ impl PolicySet {
                 }
                 Some(_) => {}
             },
+            Resource::AuditLog => {}
         }
         self.evaluate(request)
     }
@@ -560,6 +563,7 @@ fn check_contexts(schema: &SchemaInfo, types: &Types, issues: &mut Vec<ConfigIss
             Action::ReadAudit => &[
                 Resource::Role(String::new()),
                 Resource::Target(String::new()),
+                Resource::AuditLog,
             ],
             Action::Ssh => &[Resource::Target(String::new())],
         };
@@ -581,6 +585,7 @@ fn check_contexts(schema: &SchemaInfo, types: &Types, issues: &mut Vec<ConfigIss
                 let what = match resource {
                     Resource::Role(_) => "a role",
                     Resource::Target(_) => "a target",
+                    Resource::AuditLog => "the audit log",
                 };
                 let extra = if action == Action::Ssh {
                     ", `os_user: String`"

@@ -93,6 +93,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/credentials", axum::routing::post(routes::credentials))
         .route("/v1/ssh/keys", axum::routing::post(routes::ssh_keys))
         .route("/v1/targets", get(routes::targets))
+        .route("/v1/audit", get(routes::audit))
         .fallback(routes::not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

@@ -16,7 +16,9 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
-use crate::audit::{ChainStore, ChainStoreError};
+use chrono::{DateTime, Utc};
+
+use crate::audit::{ChainStore, ChainStoreError, EventKind, StoredAuditRecord};
 
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
@@ -34,6 +36,64 @@ pub trait Store: ChainStore {
     ///
     /// Returns [`StoreError::Unavailable`] if it does not.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Up to `search.limit` stored records after `search.after_seq` that match every filter of
+    /// `search`, in `seq` order, exactly as stored.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] if the store cannot be read.
+    async fn search_audit(
+        &self,
+        search: &AuditSearch,
+    ) -> Result<Vec<StoredAuditRecord>, StoreError>;
+}
+
+/// Which audit records to read: every filter that is set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditSearch {
+    /// Only records with a greater `seq`.
+    pub after_seq: i64,
+    /// At most this many records.
+    pub limit: u32,
+    /// The actor: `issuer#subject`, or a subject alone (of any issuer).
+    pub actor: Option<ActorFilter>,
+    /// The event kind.
+    pub event: Option<EventKind>,
+    /// The role named in the record's target (`target.role`).
+    pub role: Option<String>,
+    /// Events at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Events before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// An actor to search for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActorFilter {
+    /// The issuer, when the filter names one.
+    pub issuer: Option<String>,
+    /// The subject.
+    pub subject: String,
+}
+
+// === impl ActorFilter ===
+
+impl ActorFilter {
+    /// Reads a principal id `issuer#subject` (split at the first `#`: an issuer URL has no
+    /// fragment), or a subject alone.
+    pub fn parse(text: &str) -> Self {
+        match text.split_once('#') {
+            Some((issuer, subject)) => Self {
+                issuer: Some(issuer.to_owned()),
+                subject: subject.to_owned(),
+            },
+            None => Self {
+                issuer: None,
+                subject: text.to_owned(),
+            },
+        }
+    }
 }
 
 /// Why a store operation failed.

@@ -14,6 +14,8 @@ mod harness;
 #[path = "integration/idp_smoke.rs"]
 mod idp_smoke;
 
+#[path = "integration/audit_api.rs"]
+mod audit_api;
 #[path = "integration/aws_sts.rs"]
 mod aws_sts;
 #[path = "integration/bad_tokens.rs"]

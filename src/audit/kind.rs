@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// What an audit record is about.
 #[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, PartialEq, Serialize)]
 pub enum EventKind {
+    /// Someone read the audit log through the API; written before the records are returned.
+    #[serde(rename = "audit.read")]
+    AuditRead,
     /// The policy allowed a grant; written before STS is called.
     #[serde(rename = "credentials.authorized")]
     CredentialsAuthorized,
@@ -54,7 +57,8 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in alphabetical order of its name.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
+        EventKind::AuditRead,
         EventKind::CredentialsAuthorized,
         EventKind::CredentialsDenied,
         EventKind::CredentialsFailed,
@@ -73,6 +77,7 @@ impl EventKind {
     /// The dotted name, as stored and hashed.
     pub fn as_str(self) -> &'static str {
         match self {
+            EventKind::AuditRead => "audit.read",
             EventKind::CredentialsAuthorized => "credentials.authorized",
             EventKind::CredentialsDenied => "credentials.denied",
             EventKind::CredentialsFailed => "credentials.failed",
@@ -89,6 +94,22 @@ impl EventKind {
         }
     }
 }
+
+impl std::str::FromStr for EventKind {
+    type Err = UnknownEvent;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownEvent(s.to_owned()))
+    }
+}
+
+/// A text that names no [`EventKind`].
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[error("unknown audit event `{0}`")]
+pub struct UnknownEvent(pub String);
 
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

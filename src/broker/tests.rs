@@ -352,3 +352,68 @@ async fn the_start_record_names_the_policy_digest() {
     assert_eq!(records[0].1["policy_digest"], broker.policy().digest());
     assert_eq!(broker.policy().digest().len(), 64);
 }
+
+fn erin() -> Identity {
+    Identity {
+        subject: "erin".into(),
+        email: Some("erin@example.com".into()),
+        groups: vec!["auditors".into()],
+        readable_name: "erin@example.com".into(),
+        ..alice()
+    }
+}
+
+#[tokio::test]
+async fn only_auditors_read_the_audit_log_and_every_read_is_recorded() {
+    let (broker, _, chain) = broker("").await;
+    let search = crate::store::AuditSearch {
+        limit: 10,
+        ..Default::default()
+    };
+    let denied = broker
+        .read_audit(&alice(), &search, &RequestMeta::default())
+        .await;
+    assert!(
+        matches!(denied, Err(BrokerError::Denied { .. })),
+        "{denied:?}"
+    );
+    let page = broker
+        .read_audit(&erin(), &search, &RequestMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(page.next_after_seq, None);
+    let records = chain.audit_page(0, 10).await.unwrap();
+    let reads: Vec<(String, Option<String>)> = records
+        .iter()
+        .map(|r| {
+            let e: serde_json::Value = serde_json::from_str(&r.canonical).unwrap();
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["decision"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            ("audit.read".to_owned(), Some("deny".to_owned())),
+            ("audit.read".to_owned(), Some("allow".to_owned())),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn no_records_are_answered_when_the_read_cannot_be_recorded() {
+    let (broker, _, _) = broker("audit.read").await;
+    let search = crate::store::AuditSearch {
+        limit: 10,
+        ..Default::default()
+    };
+    let result = broker
+        .read_audit(&erin(), &search, &RequestMeta::default())
+        .await;
+    assert!(
+        matches!(result, Err(BrokerError::AuditUnavailable)),
+        "{result:?}"
+    );
+}

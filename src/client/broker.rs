@@ -53,6 +53,20 @@ impl BrokerClient {
         self.send(req, None).await
     }
 
+    /// `GET /v1/audit` with `query` (name, value pairs).
+    pub async fn audit(
+        &self,
+        token: &str,
+        query: &[(&str, String)],
+    ) -> Result<crate::api::AuditPage, ClientError> {
+        let req = self
+            .http
+            .get(self.endpoint("/v1/audit")?)
+            .query(query)
+            .bearer_auth(token);
+        self.send(req, None).await
+    }
+
     /// `GET /v1/roles`.
     pub async fn roles(&self, token: &str) -> Result<RolesResponse, ClientError> {
         let req = self

@@ -149,7 +149,7 @@ enum CaseError {
     Duration,
     #[error("`expect` is `{0}`, not `allow` or `deny`")]
     Expect(String),
-    #[error("name exactly one of `role` and `target`")]
+    #[error("name exactly one of `role` and `target` (neither for `read_audit` of the whole log)")]
     Resource,
 }
 
@@ -158,6 +158,7 @@ fn case(c: RawCase) -> Result<TestCase, CaseError> {
     let resource = match (c.role, c.target) {
         (Some(r), None) => Resource::Role(r),
         (None, Some(t)) => Resource::Target(t),
+        (None, None) if action == Action::ReadAudit => Resource::AuditLog,
         _ => return Err(CaseError::Resource),
     };
     let expect = match c.expect.as_str() {

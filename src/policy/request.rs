@@ -51,6 +51,8 @@ pub enum Resource {
     Role(String),
     /// A catalog SSH target, by name.
     Target(String),
+    /// The whole audit trail (`Latchkey::AuditLog::"audit"`), for [`Action::ReadAudit`].
+    AuditLog,
 }
 
 /// Facts about one request, supplied by the caller.
@@ -160,9 +162,13 @@ impl Resource {
     pub fn name(&self) -> &str {
         match self {
             Resource::Role(n) | Resource::Target(n) => n,
+            Resource::AuditLog => AUDIT_LOG_ID,
         }
     }
 }
+
+/// The id of the one [`Resource::AuditLog`] entity.
+pub const AUDIT_LOG_ID: &str = "audit";
 
 // === impl RequestContext ===
 
@@ -255,6 +261,7 @@ pub(crate) struct Types {
     pub(crate) group: EntityTypeName,
     pub(crate) role: EntityTypeName,
     pub(crate) target: EntityTypeName,
+    pub(crate) audit_log: EntityTypeName,
     pub(crate) actions: PerAction<EntityUid>,
 }
 
@@ -300,6 +307,7 @@ impl Types {
             group: name("Latchkey::Group")?,
             role: name("Latchkey::Role")?,
             target: name("Latchkey::Target")?,
+            audit_log: name("Latchkey::AuditLog")?,
             actions: PerAction(Action::ALL.map(action)),
         })
     }
@@ -312,6 +320,7 @@ impl Types {
         let ty = match r {
             Resource::Role(_) => &self.role,
             Resource::Target(_) => &self.target,
+            Resource::AuditLog => &self.audit_log,
         };
         EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(r.name()))
     }

@@ -85,6 +85,12 @@ impl ApiError {
                     "Audit log unavailable",
                     Some("the audit record could not be written, so nothing was done".into()),
                 ),
+                BrokerError::StoreUnavailable => s(
+                    S::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "Store unavailable",
+                    Some("the records could not be read".into()),
+                ),
                 BrokerError::Denied { reasons } => s(
                     S::FORBIDDEN,
                     "denied",

@@ -11,8 +11,8 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, RequestId};
 use crate::api::{
-    CredentialsRequest, CredentialsResponse, Ready, RolesResponse, SshKeyRequest, SshKeyResponse,
-    TargetsResponse, WellKnown, WhoAmI,
+    AuditPage, CredentialsRequest, CredentialsResponse, Ready, RolesResponse, SshKeyRequest,
+    SshKeyResponse, TargetsResponse, WellKnown, WhoAmI,
 };
 use crate::broker::{NotReady, RequestMeta};
 
@@ -72,6 +72,18 @@ pub async fn ssh_keys(
     ApiJson(req): ApiJson<SshKeyRequest>,
 ) -> Result<Json<SshKeyResponse>, ApiError> {
     Ok(Json(s.broker.push_ssh_key(&id, &req, &meta.0).await?))
+}
+
+/// `GET /v1/audit`: a page of the audit trail, for those the policy lets `read_audit`.
+pub async fn audit(
+    State(s): State<AppState>,
+    meta: Meta,
+    Principal(id): Principal,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<AuditPage>, ApiError> {
+    let search = crate::broker::parse_query(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(s.broker.read_audit(&id, &search, &meta.0).await?))
 }
 
 /// Any other path.

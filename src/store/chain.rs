@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
+use super::{AuditSearch, StoreError};
 use crate::audit::chain::{self, time_format};
 use crate::audit::{
     AuditRecord, CanonicalEvent, ChainHash, ChainHead, ChainKey, StoredAuditRecord,
@@ -122,6 +122,58 @@ where
         .bind(time)
         .bind(issuer)
         .bind(subject)
+}
+
+/// How a backend's SQL differs for a search.
+pub(crate) struct SearchDialect {
+    /// The SQL expression of the record's `target.role`, read from the canonical text.
+    pub(crate) role: &'static str,
+}
+
+/// A search over `audit_records` selecting the columns of [`PageRow`]: one condition per filter
+/// that is set, every value bound; `time` turns a time into the backend's `event_time` value.
+pub(crate) fn search_query<'a, DB, T>(
+    search: &'a AuditSearch,
+    dialect: &SearchDialect,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    T: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    // SECURITY: only fixed SQL text is pushed; every user-supplied value is bound.
+    let mut q = sqlx::QueryBuilder::new(
+        "SELECT seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject \
+         FROM audit_records WHERE seq > ",
+    );
+    q.push_bind(search.after_seq);
+    if let Some(actor) = &search.actor {
+        if let Some(issuer) = &actor.issuer {
+            q.push(" AND actor_issuer = ").push_bind(issuer.as_str());
+        }
+        q.push(" AND actor_subject = ")
+            .push_bind(actor.subject.as_str());
+    }
+    if let Some(event) = search.event {
+        q.push(" AND event = ").push_bind(event.as_str());
+    }
+    if let Some(role) = &search.role {
+        q.push(" AND ")
+            .push(dialect.role)
+            .push(" = ")
+            .push_bind(role.as_str());
+    }
+    if let Some(since) = search.since {
+        q.push(" AND event_time >= ").push_bind(time(since));
+    }
+    if let Some(until) = search.until {
+        q.push(" AND event_time < ").push_bind(time(until));
+    }
+    q.push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::from(search.limit));
+    q
 }
 
 /// The head row `(seq, hash)` as a [`ChainHead`].

@@ -16,8 +16,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::chain::{NextLink, PageRow, bind_insert, chain_head, stored_records};
-use super::{Store, StoreError, redact, url_password};
+use super::chain::{
+    NextLink, PageRow, SearchDialect, bind_insert, chain_head, search_query, stored_records,
+};
+use super::{AuditSearch, Store, StoreError, redact, url_password};
 use crate::audit::{
     AuditRecord, CanonicalEvent, ChainHead, ChainKey, ChainStore, ChainStoreError,
     StoredAuditRecord,
@@ -129,7 +131,26 @@ impl Store for PostgresStore {
             .map_err(sqlx_err)?;
         Ok(())
     }
+
+    async fn search_audit(
+        &self,
+        search: &AuditSearch,
+    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
+        let mut query = search_query(search, &SEARCH, |t: DateTime<Utc>| t);
+        let rows: Vec<PageRow<DateTime<Utc>>> = query
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(stored_records(rows))
+    }
 }
+
+/// The record's `target.role` (no index: a role search scans the records the other filters
+/// leave).
+const SEARCH: SearchDialect = SearchDialect {
+    role: "(canonical::jsonb #>> '{target,role}')",
+};
 
 fn sqlx_err(err: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(err, None)

@@ -15,8 +15,10 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::chain::{NextLink, PageRow, bind_insert, chain_head, stored_records};
-use super::{Store, StoreError};
+use super::chain::{
+    NextLink, PageRow, SearchDialect, bind_insert, chain_head, search_query, stored_records,
+};
+use super::{AuditSearch, Store, StoreError};
 use crate::audit::{
     AuditRecord, CanonicalEvent, ChainHead, ChainKey, ChainStore, ChainStoreError,
     StoredAuditRecord,
@@ -153,7 +155,28 @@ impl Store for SqliteStore {
             .map_err(sqlx_err)?;
         Ok(())
     }
+
+    async fn search_audit(
+        &self,
+        search: &AuditSearch,
+    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
+        let mut query = search_query(search, &SEARCH, |t: chrono::DateTime<chrono::Utc>| {
+            crate::audit::chain::time_format::format(&t)
+        });
+        let rows: Vec<PageRow<String>> = query
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(stored_records(rows))
+    }
 }
+
+/// The record's `target.role` (no index: a role search scans the records the other filters
+/// leave).
+const SEARCH: SearchDialect = SearchDialect {
+    role: "json_extract(canonical, '$.target.role')",
+};
 
 /// The parts of a `sqlite:` URL this module acts on itself.
 struct UrlParams {

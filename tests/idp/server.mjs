@@ -47,6 +47,7 @@ const USERS = {
   bob: { email: 'bob@example.com', groups: ['engineering', 'sre'], department: 'platform', mfa: true },
   carol: { email: 'carol@example.com', groups: ['finance'], department: 'finance', mfa: false },
   dave: { email: 'dave@example.com', groups: ['engineering', 'prod-approvers'], department: 'security', mfa: true },
+  erin: { email: 'erin@example.com', groups: ['auditors'], department: 'security', mfa: true },
   mallory: {
     email: 'ceo@example.com',
     emailVerified: false,
