@@ -3,7 +3,7 @@
 //! Pure: no I/O, except [`PolicySet::load`], which reads the policy directory once. Everything
 //! is parsed and validated at load (the schema, the catalog, every policy in strict mode), and
 //! every problem is reported at once; [`PolicySet::decide`] then only builds two entities and
-//! evaluates the request's slice of policies (see [`engine`]).
+//! evaluates the request's slice of policies (see `engine`).
 //!
 //! Semantics: deny by default, `forbid` wins over `permit` (Cedar's), and any evaluation error
 //! denies. A deny is a value, never an error, and always carries reasons a person can act on.

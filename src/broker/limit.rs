@@ -31,7 +31,7 @@ pub enum Admission {
         /// Whole seconds until a token is available again (at least 1).
         retry_after_secs: u64,
         /// Whether this refusal should be audited: the first of its principal in a window of
-        /// [`REPORT_WINDOW_MS`].
+        /// `REPORT_WINDOW_MS`.
         report: bool,
     },
 }
