@@ -10,17 +10,14 @@
 //! push.
 
 use aws_sdk_ec2instanceconnect::config::{Credentials, Region};
-use aws_sdk_ec2instanceconnect::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2instanceconnect::error::SdkError;
 use aws_sdk_ec2instanceconnect::operation::RequestId;
 use aws_sdk_ec2instanceconnect::operation::send_ssh_public_key::{
     SendSSHPublicKeyError, SendSshPublicKeyOutput,
 };
 
 use super::retry::Backoff;
-use super::sdk::{
-    Attempt, BROKER_CREDENTIAL_CODES, THROTTLING_CODES, describe, sdk_config, service_message,
-    with_retries,
-};
+use super::sdk::{ServiceCodes, classify, describe, sdk_config, with_retries};
 use super::{AwsError, PushedKey, SendKeyInput, SendKeyParams};
 use crate::config::AwsConfig;
 
@@ -72,7 +69,7 @@ impl InstanceConnect {
             &self.backoff,
             "ec2 instance connect",
             "SendSSHPublicKey",
-            || async { self.send(params).await.map_err(classify) },
+            || async { self.send(params).await.map_err(|e| classify(e, &CODES)) },
         )
         .await?;
         // The body's `RequestId`, else the header's.
@@ -120,60 +117,18 @@ fn pushed(
     }
 }
 
-/// Maps an SDK error to an [`AwsError`], or to [`Attempt::Throttled`].
-fn classify(error: SdkError<SendSSHPublicKeyError>) -> Attempt {
-    let request_id = error.request_id().map(str::to_owned);
-    let reason = match &error {
-        SdkError::ServiceError(context) => {
-            let service_error = context.err();
-            return classify_service(
-                context.raw().status().as_u16(),
-                service_error.code(),
-                service_error.message(),
-                request_id,
-            );
-        }
-        SdkError::TimeoutError(_) => "the request to ec2 instance connect timed out".to_owned(),
-        // Network failures, unparseable answers, a request that could not be built (for example
-        // because the broker has no credentials), and any variant added later: an outage, never
-        // a push.
-        _ => DisplayErrorContext(&error).to_string(),
-    };
-    Attempt::Failed(AwsError::Unavailable(describe(
-        &reason,
-        request_id.as_deref(),
-    )))
-}
-
-/// Maps an error answer from EC2 Instance Connect by its code, or by its HTTP status when the
-/// body had no code that could be read.
-fn classify_service(
-    status: u16,
-    code: Option<&str>,
-    message: Option<&str>,
-    request_id: Option<String>,
-) -> Attempt {
-    let message = service_message(code, message, request_id.as_deref());
-    let error = match code {
-        Some(code) if THROTTLING_CODES.contains(&code) => {
-            return Attempt::Throttled { request_id };
-        }
-        Some("EC2InstanceNotFoundException") => AwsError::InstanceNotFound(message),
-        Some("EC2InstanceStateInvalidException") => AwsError::InstanceNotRunning(message),
-        Some(code) if UNSUPPORTED_CODES.contains(&code) => AwsError::InstanceUnsupported(message),
-        Some(code) if ACCESS_DENIED_CODES.contains(&code) => AwsError::AccessDenied(message),
-        Some(code) if BROKER_CREDENTIAL_CODES.contains(&code) => AwsError::Unavailable(format!(
-            "the broker's own aws credentials were refused: {message}"
-        )),
-        Some(code) if UNAVAILABLE_CODES.contains(&code) => AwsError::Unavailable(message),
-        _ if status == 429 => return Attempt::Throttled { request_id },
-        _ if status >= 500 => AwsError::Unavailable(message),
-        // SECURITY: an unreadable refusal is still a refusal.
-        None if status == 401 || status == 403 => AwsError::AccessDenied(message),
-        _ => AwsError::Invalid(message),
-    };
-    Attempt::Failed(error)
-}
+/// EC2 Instance Connect's error codes; the instance's own problems have codes of their own.
+const CODES: ServiceCodes = ServiceCodes {
+    name: "ec2 instance connect",
+    specific: |code, message| match code {
+        "EC2InstanceNotFoundException" => Ok(AwsError::InstanceNotFound(message)),
+        "EC2InstanceStateInvalidException" => Ok(AwsError::InstanceNotRunning(message)),
+        c if UNSUPPORTED_CODES.contains(&c) => Ok(AwsError::InstanceUnsupported(message)),
+        _ => Err(message),
+    },
+    access_denied: ACCESS_DENIED_CODES,
+    unavailable: UNAVAILABLE_CODES,
+};
 
 /// `AuthException`: the broker's principal may not push to this instance (or its credentials
 /// are not valid for EC2 Instance Connect).
@@ -193,9 +148,10 @@ const UNAVAILABLE_CODES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::sdk::{Attempt, classify_service};
 
     fn failed(status: u16, code: Option<&str>) -> AwsError {
-        match classify_service(status, code, Some("m"), Some("req-1".to_owned())) {
+        match classify_service(&CODES, status, code, Some("m"), Some("req-1".to_owned())) {
             Attempt::Failed(error) => error,
             Attempt::Throttled { .. } => panic!("{status} {code:?} was taken for throttling"),
         }
@@ -227,13 +183,19 @@ mod tests {
     #[test]
     fn throttling_is_retried() {
         assert_eq!(
-            classify_service(400, Some("ThrottlingException"), None, Some("r".into())),
+            classify_service(
+                &CODES,
+                400,
+                Some("ThrottlingException"),
+                None,
+                Some("r".into())
+            ),
             Attempt::Throttled {
                 request_id: Some("r".into())
             }
         );
         assert!(matches!(
-            classify_service(429, None, None, None),
+            classify_service(&CODES, 429, None, None, None),
             Attempt::Throttled { .. }
         ));
     }

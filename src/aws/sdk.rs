@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::config::{Credentials, Region};
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::operation::RequestId;
 
 use super::instance_connect::InstanceConnect;
 use super::retry::Backoff;
@@ -176,6 +179,82 @@ where
             backoff.budget.as_secs()
         ))),
     }
+}
+
+/// The error codes of one AWS service, by what they mean for the broker.
+pub(super) struct ServiceCodes {
+    /// The service's name in messages (`sts`, `ec2 instance connect`).
+    pub name: &'static str,
+    /// Codes with a meaning of their own for this service, checked before the shared ones.
+    pub specific: fn(code: &str, message: String) -> Result<AwsError, String>,
+    /// The broker's principal was refused.
+    pub access_denied: &'static [&'static str],
+    /// The service failed on its side.
+    pub unavailable: &'static [&'static str],
+}
+
+/// Maps an SDK error to an [`AwsError`], or to [`Attempt::Throttled`].
+pub(super) fn classify<E>(error: SdkError<E, HttpResponse>, codes: &ServiceCodes) -> Attempt
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let request_id = error.request_id().map(str::to_owned);
+    let reason = match &error {
+        SdkError::ServiceError(context) => {
+            let service_error = context.err();
+            return classify_service(
+                codes,
+                context.raw().status().as_u16(),
+                service_error.code(),
+                service_error.message(),
+                request_id,
+            );
+        }
+        SdkError::TimeoutError(_) => format!("the request to {} timed out", codes.name),
+        // Network failures, unparseable answers, a request that could not be built (for example
+        // because the broker has no credentials), and any variant added later: an outage, never
+        // a success.
+        _ => DisplayErrorContext(&error).to_string(),
+    };
+    Attempt::Failed(AwsError::Unavailable(describe(
+        &reason,
+        request_id.as_deref(),
+    )))
+}
+
+/// Maps an error answer by its code, or by its HTTP status when the body had no code that could
+/// be read.
+pub(super) fn classify_service(
+    codes: &ServiceCodes,
+    status: u16,
+    code: Option<&str>,
+    message: Option<&str>,
+    request_id: Option<String>,
+) -> Attempt {
+    let message = service_message(code, message, request_id.as_deref());
+    let message = match code {
+        Some(code) if THROTTLING_CODES.contains(&code) => {
+            return Attempt::Throttled { request_id };
+        }
+        Some(code) => match (codes.specific)(code, message) {
+            Ok(error) => return Attempt::Failed(error),
+            Err(message) => message,
+        },
+        None => message,
+    };
+    let error = match code {
+        Some(code) if codes.access_denied.contains(&code) => AwsError::AccessDenied(message),
+        Some(code) if BROKER_CREDENTIAL_CODES.contains(&code) => AwsError::Unavailable(format!(
+            "the broker's own aws credentials were refused: {message}"
+        )),
+        Some(code) if codes.unavailable.contains(&code) => AwsError::Unavailable(message),
+        _ if status == 429 => return Attempt::Throttled { request_id },
+        _ if status >= 500 => AwsError::Unavailable(message),
+        // SECURITY: an unreadable refusal is still a refusal.
+        None if status == 401 || status == 403 => AwsError::AccessDenied(message),
+        _ => AwsError::Invalid(message),
+    };
+    Attempt::Failed(error)
 }
 
 /// One line of at most [`MAX_MESSAGE_CHARS`] characters, with the request id when known.

@@ -10,16 +10,13 @@
 //! access key id, the role and the AWS request id at most.
 
 use aws_sdk_sts::config::Credentials;
-use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::error::SdkError;
 use aws_sdk_sts::operation::RequestId;
 use aws_sdk_sts::operation::assume_role::{AssumeRoleError, AssumeRoleOutput};
 use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
 
 use super::retry::Backoff;
-use super::sdk::{
-    Attempt, BROKER_CREDENTIAL_CODES, THROTTLING_CODES, describe, sdk_config, service_message,
-    with_retries,
-};
+use super::sdk::{ServiceCodes, classify, describe, sdk_config, with_retries};
 use super::{AssumeRoleInput, AssumeRoleParams, AwsError, IssuedCredentials, Secret};
 use crate::config::AwsConfig;
 
@@ -70,7 +67,7 @@ impl StsAws {
     ) -> Result<IssuedCredentials, AwsError> {
         let params = input.params();
         let output = with_retries(&self.backoff, "sts", "AssumeRole", || async {
-            self.send(params).await.map_err(classify)
+            self.send(params).await.map_err(|e| classify(e, &CODES))
         })
         .await?;
         issued(output)
@@ -108,57 +105,13 @@ impl StsAws {
     }
 }
 
-/// Maps an SDK error to an [`AwsError`], or to [`Attempt::Throttled`].
-fn classify(error: SdkError<AssumeRoleError>) -> Attempt {
-    let request_id = error.request_id().map(str::to_owned);
-    let reason = match &error {
-        SdkError::ServiceError(context) => {
-            let service_error = context.err();
-            return classify_service(
-                context.raw().status().as_u16(),
-                service_error.code(),
-                service_error.message(),
-                request_id,
-            );
-        }
-        SdkError::TimeoutError(_) => "the request to sts timed out".to_owned(),
-        // Network failures, unparseable answers, a request that could not be built (for example
-        // because the broker has no credentials), and any variant added later: an outage, never
-        // a success.
-        _ => DisplayErrorContext(&error).to_string(),
-    };
-    Attempt::Failed(AwsError::Unavailable(describe(
-        &reason,
-        request_id.as_deref(),
-    )))
-}
-
-/// Maps an error answer from STS by its code, or by its HTTP status when the body had no code
-/// that could be read.
-fn classify_service(
-    status: u16,
-    code: Option<&str>,
-    message: Option<&str>,
-    request_id: Option<String>,
-) -> Attempt {
-    let message = service_message(code, message, request_id.as_deref());
-    let error = match code {
-        Some(code) if THROTTLING_CODES.contains(&code) => {
-            return Attempt::Throttled { request_id };
-        }
-        Some(code) if ACCESS_DENIED_CODES.contains(&code) => AwsError::AccessDenied(message),
-        Some(code) if BROKER_CREDENTIAL_CODES.contains(&code) => AwsError::Unavailable(format!(
-            "the broker's own aws credentials were refused: {message}"
-        )),
-        Some(code) if UNAVAILABLE_CODES.contains(&code) => AwsError::Unavailable(message),
-        _ if status == 429 => return Attempt::Throttled { request_id },
-        _ if status >= 500 => AwsError::Unavailable(message),
-        // SECURITY: an unreadable refusal is still a refusal.
-        None if status == 401 || status == 403 => AwsError::AccessDenied(message),
-        _ => AwsError::Invalid(message),
-    };
-    Attempt::Failed(error)
-}
+/// STS's error codes.
+const CODES: ServiceCodes = ServiceCodes {
+    name: "sts",
+    specific: |_, message| Err(message),
+    access_denied: ACCESS_DENIED_CODES,
+    unavailable: UNAVAILABLE_CODES,
+};
 
 /// The credentials in a successful answer.
 fn issued(output: AssumeRoleOutput) -> Result<IssuedCredentials, AwsError> {
@@ -210,9 +163,10 @@ const UNAVAILABLE_CODES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::sdk::{Attempt, classify_service};
 
     fn failed(status: u16, code: Option<&str>) -> AwsError {
-        match classify_service(status, code, Some("m"), Some("req-1".to_owned())) {
+        match classify_service(&CODES, status, code, Some("m"), Some("req-1".to_owned())) {
             Attempt::Failed(error) => error,
             Attempt::Throttled { .. } => panic!("{status} {code:?} was taken for throttling"),
         }
@@ -222,14 +176,14 @@ mod tests {
     fn throttling_is_retried_whatever_the_code() {
         for code in ["Throttling", "ThrottlingException", "RequestLimitExceeded"] {
             assert_eq!(
-                classify_service(400, Some(code), None, Some("r".to_owned())),
+                classify_service(&CODES, 400, Some(code), None, Some("r".to_owned())),
                 Attempt::Throttled {
                     request_id: Some("r".to_owned())
                 }
             );
         }
         assert!(matches!(
-            classify_service(429, None, None, None),
+            classify_service(&CODES, 429, None, None, None),
             Attempt::Throttled { .. }
         ));
     }
