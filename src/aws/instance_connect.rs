@@ -29,20 +29,12 @@ pub struct InstanceConnect {
 }
 
 impl InstanceConnect {
-    /// An adapter whose own credentials come from aws-config's default chain.
-    pub async fn new(config: &AwsConfig) -> InstanceConnect {
-        InstanceConnect::load(config, None).await
-    }
-
-    /// An adapter that signs with fixed credentials instead of the default chain (tests, and the
-    /// sandbox against moto, where any key is accepted).
+    /// An adapter on its own that signs with fixed credentials (tests against moto, where any
+    /// key is accepted). The server builds its adapters through `SdkAws`, from one SDK
+    /// configuration and the default credential chain.
     pub async fn with_credentials(config: &AwsConfig, credentials: Credentials) -> InstanceConnect {
-        InstanceConnect::load(config, Some(credentials)).await
-    }
-
-    async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> InstanceConnect {
         let backoff = Backoff::INSTANCE_CONNECT;
-        let sdk_config = sdk_config(config, credentials, &backoff).await;
+        let sdk_config = sdk_config(config, Some(credentials), &backoff).await;
         InstanceConnect::from_sdk(&sdk_config, backoff)
     }
 

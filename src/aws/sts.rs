@@ -28,20 +28,12 @@ pub struct StsAws {
 }
 
 impl StsAws {
-    /// An adapter whose own credentials come from aws-config's default chain.
-    pub async fn new(config: &AwsConfig) -> StsAws {
-        StsAws::load(config, None).await
-    }
-
-    /// An adapter that signs with fixed credentials instead of the default chain (tests, and the
-    /// sandbox against moto, where any key is accepted).
+    /// An adapter on its own that signs with fixed credentials (tests against moto, where any
+    /// key is accepted). The server builds its adapters through `SdkAws`, from one SDK
+    /// configuration and the default credential chain.
     pub async fn with_credentials(config: &AwsConfig, credentials: Credentials) -> StsAws {
-        StsAws::load(config, Some(credentials)).await
-    }
-
-    async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> StsAws {
         let backoff = Backoff::STS;
-        let sdk_config = sdk_config(config, credentials, &backoff).await;
+        let sdk_config = sdk_config(config, Some(credentials), &backoff).await;
         StsAws::from_sdk(&sdk_config, backoff)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use url::Url;
 
 use super::broker::TestBroker;
@@ -82,14 +82,21 @@ impl CliHome {
             .unwrap()
     }
 
-    /// `latchkey login --no-browser`, playing the browser as `user` through the IdP's pages.
-    /// The authorization URL is prepended to the output's stdout.
-    pub async fn login_code_flow(&self, broker: &TestBroker, user: &str) -> Output {
-        let ca = broker.dir.path().join("ca.pem");
+    /// Starts `latchkey login --no-browser` against `broker` and waits (30 s at most) for the
+    /// authorization URL it prints. The reader is returned with the child: dropping it would close
+    /// the CLI's stdout while it still writes.
+    pub async fn start_code_login(
+        &self,
+        broker: &TestBroker,
+    ) -> (
+        tokio::process::Child,
+        Lines<BufReader<tokio::process::ChildStdout>>,
+        Url,
+    ) {
         let mut child = self
             .cmd(&["login", "--no-browser", "--server", &broker.url])
             .arg("--ca-cert")
-            .arg(&ca)
+            .arg(broker.dir.path().join("ca.pem"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -102,9 +109,17 @@ impl CliHome {
                 .unwrap()
                 .expect("stdout ended before the URL");
             if line.starts_with("http") {
-                break line;
+                break Url::parse(&line).unwrap();
             }
         };
+        (child, lines, url)
+    }
+
+    /// `latchkey login --no-browser`, playing the browser as `user` through the IdP's pages.
+    /// The authorization URL is prepended to the output's stdout.
+    pub async fn login_code_flow(&self, broker: &TestBroker, user: &str) -> Output {
+        let (child, _lines, url) = self.start_code_login(broker).await;
+        let url = url.to_string();
         let redirect_uri = Url::parse(&url)
             .unwrap()
             .query_pairs()

@@ -4,11 +4,10 @@
 //! scopes come from the provider or the IdP's discovery, and the login callback listener ignores
 //! requests that are not this login's.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use url::Url;
 
 use crate::cli::aws_broker;
@@ -293,25 +292,7 @@ async fn issue_7_the_login_callback_ignores_a_wrong_state_and_a_foreign_host() {
     let idp = idp::shared().await;
     let broker = TestBroker::start(BrokerOptions::issuer(idp.issuer())).await;
     let home = CliHome::new();
-    let mut child = home
-        .cmd(&["login", "--no-browser", "--server", &broker.url])
-        .arg("--ca-cert")
-        .arg(broker.dir.path().join("ca.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the CLI prints the authorization URL")
-            .unwrap()
-            .expect("stdout ended before the URL");
-        if line.starts_with("http") {
-            break Url::parse(&line).unwrap();
-        }
-    };
+    let (child, _lines, url) = home.start_code_login(&broker).await;
     let param = |name: &str| {
         url.query_pairs()
             .find(|(k, _)| k == name)
