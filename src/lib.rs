@@ -26,6 +26,7 @@ pub mod config;
 pub mod dev;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod oidc;
 pub mod policy;
 pub mod preflight;
