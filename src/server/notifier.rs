@@ -51,6 +51,9 @@ pub enum AttemptError {
     /// No connection could be made (refused, unreachable, DNS, TLS).
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The request failed otherwise (sending, or reading the answer).
+    #[error("request failed: {0}")]
+    Request(String),
     /// The receiver answered, but not 2xx (a redirect included: none is followed).
     #[error("answered HTTP {status}{}", body_note(.body))]
     Status {
@@ -59,9 +62,6 @@ pub enum AttemptError {
         /// The start of the answer's body, made safe.
         body: String,
     },
-    /// The request failed otherwise (sending, or reading the answer).
-    #[error("request failed: {0}")]
-    Request(String),
     /// The attempt took longer than `timeout`.
     #[error("timed out")]
     Timeout,

@@ -19,6 +19,7 @@ use tempfile::TempDir;
 
 use crate::harness::broker::{BrokerOptions, BrokerProcess};
 use crate::harness::pg::PgSchema;
+use crate::harness::prometheus::promtool_check_metrics;
 use crate::harness::webhook::{Behaviour, Receiver};
 use crate::harness::{free_port, idp, poll_until};
 
@@ -535,13 +536,23 @@ async fn restart(db: Db) {
         metrics.contains("latchkey_notify_deliveries_total{outcome=\"failed\"}"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("latchkey_notify_oldest_pending_seconds "),
+        "{metrics}"
+    );
+    let (clean, printed) = promtool_check_metrics(&metrics, first.dir.path());
+    assert!(
+        clean && printed.is_empty(),
+        "promtool check metrics:\n{printed}"
+    );
     let status = first.terminate();
     assert!(status.success(), "{status:?}: {}", first.output());
     let first_output = first.output();
     assert!(first_output.contains("notification delivery failed; will retry"));
     drop(first);
+    // A clean stop finished the pass under way: no row is left leased.
     for row in db.rows().await {
-        assert!(!row.delivered, "{row:?}");
+        assert!(!row.delivered && !row.leased, "{row:?}");
         assert!(row.attempts >= 1, "{row:?}");
     }
 
@@ -607,6 +618,7 @@ struct StoredRow {
     attempts: i64,
     delivered: bool,
     gave_up: bool,
+    leased: bool,
     last_error: Option<String>,
 }
 
@@ -680,7 +692,8 @@ impl Db {
     /// Every outbox row, in insertion order.
     async fn rows(&self) -> Vec<StoredRow> {
         const SELECT: &str = "SELECT delivery_id, webhook, CAST(attempts AS BIGINT) AS attempts, \
-             delivered_at IS NOT NULL AS delivered, gave_up_at IS NOT NULL AS gave_up, last_error \
+             delivered_at IS NOT NULL AS delivered, gave_up_at IS NOT NULL AS gave_up, \
+             claimed_until IS NOT NULL AS leased, last_error \
              FROM notify_outbox ORDER BY id";
         match self {
             Db::Sqlite(_) => {
@@ -693,6 +706,7 @@ impl Db {
                         attempts: r.get("attempts"),
                         delivered: r.get("delivered"),
                         gave_up: r.get("gave_up"),
+                        leased: r.get("leased"),
                         last_error: r.get("last_error"),
                     })
                     .collect()
@@ -707,6 +721,7 @@ impl Db {
                         attempts: r.get("attempts"),
                         delivered: r.get("delivered"),
                         gave_up: r.get("gave_up"),
+                        leased: r.get("leased"),
                         last_error: r.get("last_error"),
                     })
                     .collect()
