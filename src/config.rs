@@ -20,6 +20,8 @@ use url::Url;
 pub use duration::{ConfigDuration, DurationError, parse_duration};
 use fields::Fields;
 
+use crate::notify::{Delivery, Webhook, WebhookFormat};
+
 /// The example configuration, with every key documented.
 pub const EXAMPLE: &str = include_str!("../deploy/latchkey.example.toml");
 
@@ -38,6 +40,8 @@ pub struct Config {
     pub aws: AwsConfig,
     /// Where the role catalog and policies live.
     pub policy: PolicyConfig,
+    /// Break-glass notifications.
+    pub notify: NotifyConfig,
 }
 
 /// `[server]`.
@@ -179,6 +183,16 @@ pub struct PolicyConfig {
     pub dir: PathBuf,
 }
 
+/// `[notify]` and its `[[notify.webhook]]`s.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Where every break-glass change is posted; none: notifications are off. `Debug` shows
+    /// each URL redacted.
+    pub webhooks: Vec<Webhook>,
+    /// How deliveries are made and retried.
+    pub delivery: Delivery,
+}
+
 /// One problem in the configuration, with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -302,6 +316,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     let oidc = root.table("oidc");
     let aws = root.table("aws");
     let policy = root.table("policy");
+    let notify = root.table("notify");
     root.finish();
 
     let server = parse_server(server, base, issues);
@@ -310,6 +325,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     let oidc = parse_oidc(oidc, base, issues);
     let aws = parse_aws(aws, issues);
     let policy = parse_policy(policy, base, issues);
+    let notify = parse_notify(notify, issues);
     Some(Config {
         server: server?,
         store: store?,
@@ -317,6 +333,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
         oidc: oidc?,
         aws: aws?,
         policy: policy?,
+        notify: notify?,
     })
 }
 
@@ -729,6 +746,128 @@ fn parse_policy(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
     Some(PolicyConfig {
         dir: resolve(base, &dir.unwrap_or_else(|| PathBuf::from("policies"))),
     })
+}
+
+fn parse_notify(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<NotifyConfig> {
+    let mut f = Fields::new("notify", table, issues);
+    let hooks = f.array_of_tables("webhook");
+    let max_attempts: Option<u32> = f.optional("max_attempts");
+    let duration =
+        |f: &mut Fields<'_>, key: &str, default: u64| match f.optional::<ConfigDuration>(key) {
+            Some(d) if d.0.is_zero() => {
+                f.error(f.path_of(key), "must be longer than 0s".into());
+                None
+            }
+            Some(d) => Some(d.0),
+            None => Some(Duration::from_secs(default)),
+        };
+    let backoff_initial = duration(&mut f, "backoff_initial", 2);
+    let backoff_max = duration(&mut f, "backoff_max", 15 * 60);
+    let timeout = duration(&mut f, "timeout", 10);
+    let connect_timeout = duration(&mut f, "connect_timeout", 5);
+    let poll_interval = duration(&mut f, "poll_interval", 2);
+    if max_attempts == Some(0) {
+        f.error(f.path_of("max_attempts"), "must be at least 1".into());
+    }
+    if let (Some(initial), Some(max)) = (backoff_initial, backoff_max)
+        && max < initial
+    {
+        f.error(
+            f.path_of("backoff_max"),
+            "must be at least `backoff_initial`".into(),
+        );
+    }
+    f.finish();
+    let mut webhooks: Vec<Webhook> = Vec::new();
+    let mut ok = true;
+    for (i, t) in hooks.into_iter().enumerate() {
+        let path = format!("notify.webhook[{i}]");
+        match parse_webhook(&path, t, issues) {
+            Some(w) if webhooks.iter().any(|v| v.url == w.url) => {
+                // SECURITY: the URL may hold a secret; name it only redacted.
+                issues.push(ConfigIssue {
+                    path: format!("{path}.url"),
+                    message: format!("`{}` is configured twice", w.redacted()),
+                });
+                ok = false;
+            }
+            Some(w) => webhooks.push(w),
+            None => ok = false,
+        }
+    }
+    let delivery = Delivery {
+        max_attempts: max_attempts.filter(|n| *n > 0).unwrap_or(20),
+        backoff_initial: backoff_initial?,
+        backoff_max: backoff_max?,
+        timeout: timeout?,
+        connect_timeout: connect_timeout?,
+        poll_interval: poll_interval?,
+    };
+    ok.then_some(NotifyConfig { webhooks, delivery })
+}
+
+fn parse_webhook(path: &str, table: Table, issues: &mut Vec<ConfigIssue>) -> Option<Webhook> {
+    let mut f = Fields::new(path, table, issues);
+    let url: Option<String> = f.required("url");
+    let format: Option<String> = f.optional("format");
+    let url = url.and_then(|u| match check_webhook_url(&u) {
+        Ok(url) => Some(url),
+        Err(m) => {
+            f.error(f.path_of("url"), m);
+            None
+        }
+    });
+    let format = match format.as_deref() {
+        None | Some("slack") => Some(WebhookFormat::Slack),
+        Some("json") => Some(WebhookFormat::Json),
+        Some(other) => {
+            f.error(
+                f.path_of("format"),
+                format!("`{other}` is neither `slack` nor `json`"),
+            );
+            None
+        }
+    };
+    f.finish();
+    Some(Webhook {
+        url: url?,
+        format: format?,
+    })
+}
+
+/// A webhook URL must be https, or plain http to a loopback IP address (a local relay), with
+/// no credentials and no fragment. On error, a message that never quotes the URL beyond its
+/// scheme and host: the path of a Slack webhook is its secret.
+///
+/// SECURITY: the same loopback rule as a plain-http issuer ([`check_issuer`]): `127.0.0.0/8`
+/// or `[::1]` literally, never a name such as `localhost`, which the resolver may map off the
+/// machine. No opt-in flag is needed here: what travels is a notice (no credential), and only
+/// on this machine; the flag guards issuers because their keys decide who is who.
+fn check_webhook_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|_| "is not a URL".to_owned())?;
+    let shown = Webhook {
+        url: url.clone(),
+        format: WebhookFormat::Json,
+    }
+    .redacted();
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "`{shown}` must not carry credentials (`user:password@`); put a token in the path \
+             or query"
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(format!("`{shown}` must not have a fragment"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url),
+        "http" if is_loopback_host(&url) => Ok(url),
+        "http" => Err(format!(
+            "`{shown}` uses plain http, allowed only to a loopback address \
+             (`127.0.0.0/8` or `[::1]`, not a name such as `localhost`)"
+        )),
+        _ => Err(format!("`{shown}` must use https")),
+    }
 }
 
 /// An issuer must be an absolute https URL without query or fragment. Plain http needs the

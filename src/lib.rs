@@ -33,3 +33,4 @@ pub mod preflight;
 pub mod server;
 pub mod ssh;
 pub mod store;
+pub mod text;

@@ -111,6 +111,19 @@ fn describe() {
         "latchkey_policy_reloads_total",
         "Policy reloads, by result (applied, rejected, error)."
     );
+    describe_counter!(
+        "latchkey_notify_deliveries_total",
+        "Webhook delivery attempts of break-glass notifications, by outcome."
+    );
+    describe_gauge!(
+        "latchkey_notify_backlog",
+        "Notifications in the outbox neither delivered nor given up (all replicas)."
+    );
+    describe_gauge!(
+        "latchkey_notify_oldest_pending_seconds",
+        ::metrics::Unit::Seconds,
+        "Age of the oldest notification neither delivered nor given up; 0 when none."
+    );
 }
 
 /// The router of the metrics listener: `GET /metrics` and nothing else.
@@ -219,4 +232,42 @@ pub fn jwks_refresh(issuer: &str, ok: bool) {
 /// One policy reload: `applied`, `rejected` or `error` (could not be audited).
 pub fn policy_reload(result: &'static str) {
     ::metrics::counter!("latchkey_policy_reloads_total", "result" => result).increment(1);
+}
+
+/// What one delivery attempt of a notification came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    /// The webhook answered 2xx.
+    Delivered,
+    /// It failed and will be tried again.
+    Failed,
+    /// It failed for the last time (`max_attempts`), or cannot be sent; kept, marked.
+    GaveUp,
+    /// Its webhook is no longer configured; kept, marked.
+    Unconfigured,
+}
+
+impl NotifyOutcome {
+    /// The label value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::GaveUp => "gave_up",
+            Self::Unconfigured => "unconfigured",
+        }
+    }
+}
+
+/// `count` notification deliveries that came to `outcome`.
+pub fn notify_delivery(outcome: NotifyOutcome, count: u64) {
+    ::metrics::counter!("latchkey_notify_deliveries_total", "outcome" => outcome.as_str())
+        .increment(count);
+}
+
+/// The outbox's pending rows and the age of the oldest.
+pub fn notify_backlog(pending: u64, oldest_age: Duration) {
+    // A gauge: precise up to 2^53 rows.
+    ::metrics::gauge!("latchkey_notify_backlog").set(pending as f64);
+    ::metrics::gauge!("latchkey_notify_oldest_pending_seconds").set(oldest_age.as_secs_f64());
 }

@@ -2,12 +2,14 @@
 //!
 //! [`router`] builds the axum app without I/O; [`Server::build`] connects the store, loads the
 //! issuers' keys and TLS material (and binds the metrics listener, if configured);
-//! [`Server::serve`] runs until shutdown.
+//! [`Server::serve`] runs until shutdown, with its background tasks: the JWKS refresher, the
+//! policy reload on SIGHUP, the metrics listener and the notification worker ([`notifier`]).
 
 pub mod auth;
 pub mod error;
 pub mod listener;
 pub mod middleware;
+pub mod notifier;
 pub mod routes;
 pub mod tls;
 
@@ -27,6 +29,8 @@ use crate::aws::SdkAws;
 use crate::broker::{Broker, Ports, ReloadOutcome};
 use crate::clock::SharedClock;
 use crate::config::{AuditSinkConfig, Config, ServerConfig};
+use crate::notify::Wakeup;
+use crate::notify::port::OutboxStore;
 use crate::oidc::{Authenticator, KeyStore};
 use crate::policy::PolicySet;
 use listener::ListenerLimits;
@@ -58,6 +62,9 @@ pub enum StartError {
     /// The startup audit record could not be written.
     #[error("the audit log is unavailable: {0}")]
     AuditUnavailable(crate::broker::BrokerError),
+    /// The notification worker could not be built.
+    #[error("notify: {0}")]
+    Notify(#[from] notifier::NotifierError),
     /// The listener could not be bound.
     #[error("cannot listen on `{addr}`: {source}")]
     Bind {
@@ -115,6 +122,8 @@ pub struct Server {
     policy_dir: std::path::PathBuf,
     tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Option<TcpListener>,
+    notifier: Option<notifier::Notifier>,
+    wakeup: Wakeup,
 }
 
 impl Server {
@@ -139,6 +148,20 @@ impl Server {
             None => None,
         };
         let store = crate::store::connect(&config.store.url).await?;
+        // Transitions wake the notification worker after their commit; without webhooks there is
+        // no worker and nothing to wake.
+        let wakeup = Wakeup::new();
+        let notifier = if config.notify.webhooks.is_empty() {
+            None
+        } else {
+            let outbox: Arc<dyn OutboxStore> = Arc::clone(&store) as _;
+            Some(notifier::Notifier::new(
+                outbox,
+                &config.notify,
+                Arc::clone(&clock),
+                wakeup.clone(),
+            )?)
+        };
         let key = match &config.audit.hmac_key_file {
             Some(path) => ChainKey::from_file(path).map_err(StartError::AuditKey)?,
             None => ChainKey::Sha256,
@@ -199,7 +222,14 @@ impl Server {
             policy_dir: config.policy.dir.clone(),
             tls,
             metrics,
+            notifier,
+            wakeup,
         })
+    }
+
+    /// Wakes the notification worker (after a commit that wrote outbox rows).
+    pub fn notify_wakeup(&self) -> Wakeup {
+        self.wakeup.clone()
     }
 
     /// The metrics listener's address, if there is one.
@@ -238,6 +268,12 @@ impl Server {
                 let _ = stop.wait_for(|stop| *stop).await;
             }))
         });
+        let notifier = self.notifier.map(|n| {
+            let mut stop = stop_tx.subscribe();
+            tokio::spawn(n.run(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            }))
+        });
         let app = router(self.state, &self.config);
         let limits = ListenerLimits {
             header_read_timeout: self.config.header_read_timeout,
@@ -251,6 +287,11 @@ impl Server {
         let _ = refresher.await;
         if let Some(m) = metrics {
             let _ = m.await;
+        }
+        // A pass under way finishes first (bounded by `[notify] timeout`), so a clean stop
+        // leaves no row leased.
+        if let Some(n) = notifier {
+            let _ = n.await;
         }
         reloader.abort();
     }

@@ -1,4 +1,5 @@
-//! Durable state behind one trait: the audit chain today, break-glass requests next.
+//! Durable state behind one trait: the audit chain, the notification outbox, break-glass
+//! requests next.
 //!
 //! Two backends implement [`Store`] with sqlx: SQLite (the default: one file, WAL, fully
 //! synchronous commits) and PostgreSQL (for several replicas). [`connect`] picks one by URL and
@@ -8,9 +9,12 @@
 //! module's port [`ChainStore`], with the row logic both share in [`chain`]. The audit append is
 //! the one operation that must never fork the chain: each backend serializes appends across
 //! connections and processes, reads the head, inserts the record and moves the head in a single
-//! transaction. Errors never carry the password from a connection URL.
+//! transaction. Each backend also implements the notification module's port [`OutboxStore`]
+//! ([`outbox`]: leased claims, so replicas never deliver one row at once). Errors never carry
+//! the password from a connection URL.
 
 pub mod chain;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -19,14 +23,17 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::audit::{ChainStore, ChainStoreError, EventKind, StoredAuditRecord};
+use crate::notify::port::{OutboxError, OutboxStore};
 
+pub use self::outbox::{insert_outbox_postgres, insert_outbox_sqlite};
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The persistence port. Object safe: the server holds an `Arc<dyn Store>`, and hands the
-/// audit side the same object as an `Arc<dyn ChainStore>`.
+/// audit side the same object as an `Arc<dyn ChainStore>` and the notification worker as an
+/// `Arc<dyn OutboxStore>`.
 #[async_trait::async_trait]
-pub trait Store: ChainStore {
+pub trait Store: ChainStore + OutboxStore {
     /// The backend's name: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
@@ -191,6 +198,20 @@ impl From<StoreError> for ChainStoreError {
             | StoreError::Migrate(_)
             | StoreError::NotFound
             | StoreError::Query(_)) => Self::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for OutboxError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Corrupt(text) => Self::Corrupt(text),
+            other @ (StoreError::Conflict(_)
+            | StoreError::InvalidUrl(_)
+            | StoreError::Migrate(_)
+            | StoreError::NotFound
+            | StoreError::Query(_)
+            | StoreError::Unavailable(_)) => Self::Unavailable(other.to_string()),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`cli`]: a temporary home for the engineer's CLI ([`cli::CliHome`]).
 //! - [`sandbox`]: `latchkey dev` and `scripts/sandbox`.
 //! - [`prometheus`]: a real Prometheus scraping the broker's metrics listener, and `promtool`.
+//! - [`webhook`]: a webhook receiver recording break-glass notifications.
 //!
 //! Tests wait for a condition with [`poll_until`], never with a fixed sleep.
 
@@ -47,6 +48,10 @@ pub mod sandbox;
 #[allow(dead_code, reason = "not every test uses every helper")]
 #[path = "harness/prometheus.rs"]
 pub mod prometheus;
+
+#[allow(dead_code, reason = "not every test uses every helper")]
+#[path = "harness/webhook.rs"]
+pub mod webhook;
 
 /// Calls `attempt` until it returns `Some`, for at most `within`; `None` when time ran out.
 /// Attempts are a few milliseconds apart: this waits for a condition, never for a guessed time.

@@ -32,6 +32,8 @@ mod identity;
 mod listener;
 #[path = "integration/metrics.rs"]
 mod metrics;
+#[path = "integration/notify.rs"]
+mod notify;
 #[path = "integration/policy_ssh.rs"]
 mod policy_ssh;
 #[path = "integration/preflight.rs"]

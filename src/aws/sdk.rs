@@ -287,7 +287,7 @@ pub(super) fn service_message(
 }
 
 /// A uniformly random `u32` for the backoff jitter; without randomness, the middle.
-fn random_jitter() -> u32 {
+pub(crate) fn random_jitter() -> u32 {
     let mut bytes = [0u8; 4];
     match aws_lc_rs::rand::fill(&mut bytes) {
         Ok(()) => u32::from_le_bytes(bytes),

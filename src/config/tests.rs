@@ -445,3 +445,207 @@ fn issue_10_metrics_listen_is_loopback_unless_remote_is_allowed() {
         assert_eq!(err.issues[0].path, path, "{keys}");
     }
 }
+
+#[test]
+fn notifications_are_off_by_default_with_sensible_delivery_settings() {
+    let c = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert!(c.notify.webhooks.is_empty());
+    let d = &c.notify.delivery;
+    assert_eq!(d.max_attempts, 20);
+    assert_eq!(d.backoff_initial, Duration::from_secs(2));
+    assert_eq!(d.backoff_max, Duration::from_secs(900));
+    assert_eq!(d.timeout, Duration::from_secs(10));
+    assert_eq!(d.connect_timeout, Duration::from_secs(5));
+    assert_eq!(d.poll_interval, Duration::from_secs(2));
+}
+
+#[test]
+fn webhooks_and_delivery_settings_parse() {
+    let extra = r#"
+[notify]
+max_attempts = 5
+backoff_initial = "1s"
+backoff_max = "1m"
+timeout = "3s"
+connect_timeout = 1
+poll_interval = "1s"
+[[notify.webhook]]
+url = "https://hooks.slack.com/services/T0/B0/s3cr3t"
+[[notify.webhook]]
+url = "http://127.0.0.1:9000/hook"
+format = "json"
+[[notify.webhook]]
+url = "http://[::1]:9000/"
+format = "slack"
+"#;
+    let c = Config::from_toml(&plain(extra), base(), &no_env()).unwrap();
+    let hooks = &c.notify.webhooks;
+    assert_eq!(hooks.len(), 3);
+    assert_eq!(
+        hooks[0].url.as_str(),
+        "https://hooks.slack.com/services/T0/B0/s3cr3t"
+    );
+    assert_eq!(hooks[0].format, WebhookFormat::Slack);
+    assert_eq!(hooks[1].format, WebhookFormat::Json);
+    assert_eq!(hooks[2].format, WebhookFormat::Slack);
+    let d = &c.notify.delivery;
+    assert_eq!(d.max_attempts, 5);
+    assert_eq!(d.backoff_initial, Duration::from_secs(1));
+    assert_eq!(d.backoff_max, Duration::from_secs(60));
+    assert_eq!(d.timeout, Duration::from_secs(3));
+    assert_eq!(d.connect_timeout, Duration::from_secs(1));
+    assert_eq!(d.poll_interval, Duration::from_secs(1));
+    // The secret path never shows in `Debug`.
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("https://hooks.slack.com/..."), "{shown}");
+}
+
+#[test]
+fn webhook_urls_must_be_https_or_loopback_http_and_never_echo_their_secret() {
+    let cases = [
+        ("http://hooks.example.com/s3cr3t", "plain http"),
+        (
+            "http://localhost:9000/s3cr3t",
+            "not a name such as `localhost`",
+        ),
+        ("http://10.0.0.1/s3cr3t", "plain http"),
+        ("https://user:s3cr3t@hooks.example.com/x", "credentials"),
+        ("https://s3cr3t@hooks.example.com/x", "credentials"),
+        ("https://hooks.example.com/x#s3cr3t", "fragment"),
+        ("ftp://hooks.example.com/s3cr3t", "must use https"),
+        ("file:///etc/s3cr3t", "must use https"),
+        ("not a url s3cr3t", "is not a URL"),
+    ];
+    for (url, expected) in cases {
+        let extra = format!("[[notify.webhook]]\nurl = \"{url}\"\n");
+        let err = Config::from_toml(&plain(&extra), base(), &no_env()).unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{url}: {err}");
+        let issue = &err.issues[0];
+        assert_eq!(issue.path, "notify.webhook[0].url", "{url}");
+        assert!(issue.message.contains(expected), "{url}: {}", issue.message);
+        assert!(
+            !issue.message.contains("s3cr3t"),
+            "{url}: {}",
+            issue.message
+        );
+    }
+    for url in [
+        "https://hooks.example.com/s",
+        "http://127.0.0.2:1/s",
+        "http://[::1]/s",
+    ] {
+        let extra = format!("[[notify.webhook]]\nurl = \"{url}\"\n");
+        assert!(
+            Config::from_toml(&plain(&extra), base(), &no_env()).is_ok(),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn bad_notify_keys_are_all_reported_at_once() {
+    let extra = r#"
+[notify]
+max_attempts = 0
+backoff_initial = "1m"
+backoff_max = "10s"
+timeout = "0s"
+connect_timeout = "soon"
+poll_interval = 0
+colour = "red"
+[[notify.webhook]]
+format = "teams"
+[[notify.webhook]]
+url = "https://hooks.example.com/s3cr3t"
+[[notify.webhook]]
+url = "https://hooks.example.com/s3cr3t"
+"#;
+    let err = Config::from_toml(&plain(extra), base(), &no_env()).unwrap_err();
+    let mut paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        vec![
+            "notify.backoff_max",
+            "notify.colour",
+            "notify.connect_timeout",
+            "notify.max_attempts",
+            "notify.poll_interval",
+            "notify.timeout",
+            "notify.webhook[0].format",
+            "notify.webhook[0].url",
+            "notify.webhook[2].url",
+        ],
+        "{err}"
+    );
+    let twice = err
+        .issues
+        .iter()
+        .find(|i| i.path == "notify.webhook[2].url")
+        .unwrap();
+    assert_eq!(
+        twice.message,
+        "`https://hooks.example.com/...` is configured twice"
+    );
+}
+
+#[test]
+fn webhooks_can_come_from_the_environment() {
+    // A secret URL can stay out of the file: LATCHKEY_NOTIFY__WEBHOOK is read as TOML.
+    let env = vec![
+        (
+            "LATCHKEY_NOTIFY__WEBHOOK".to_owned(),
+            r#"[{ url = "https://hooks.example.com/s3cr3t", format = "json" }]"#.to_owned(),
+        ),
+        ("LATCHKEY_NOTIFY__MAX_ATTEMPTS".to_owned(), "3".to_owned()),
+    ];
+    let c = Config::from_toml(&plain(""), base(), &env).unwrap();
+    assert_eq!(c.notify.webhooks.len(), 1);
+    assert_eq!(c.notify.webhooks[0].format, WebhookFormat::Json);
+    assert_eq!(c.notify.delivery.max_attempts, 3);
+}
+
+#[test]
+fn the_example_notify_section_documents_the_defaults() {
+    let section = EXAMPLE
+        .split("\n[")
+        .find(|s| s.starts_with("notify]"))
+        .unwrap();
+    let lines: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.split_once(" = ").is_some_and(|(k, _)| {
+                // `url` and `format` belong to the commented `[[notify.webhook]]` example.
+                !matches!(k, "url" | "format")
+                    && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+        })
+        .collect();
+    for key in [
+        "max_attempts",
+        "backoff_initial",
+        "backoff_max",
+        "timeout",
+        "connect_timeout",
+        "poll_interval",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{key} = "))),
+            "{key}: {lines:?}"
+        );
+    }
+    let documented = Config::from_toml(
+        &plain(&format!("[notify]\n{}", lines.join("\n"))),
+        base(),
+        &no_env(),
+    )
+    .unwrap();
+    let defaults = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert_eq!(documented.notify.delivery, defaults.notify.delivery);
+    // The webhook table's keys are documented too.
+    assert!(EXAMPLE.contains("# [[notify.webhook]]"));
+    assert!(EXAMPLE.contains("# url = \"https://hooks.slack.com/services/"));
+    assert!(EXAMPLE.contains("# format = \"slack\""));
+}

@@ -15,6 +15,9 @@ use base64::Engine as _;
 use ssh_key::HashAlg;
 use ssh_key::public::KeyData;
 
+// Control characters and invisible ones: one rule for the crate.
+pub(super) use crate::text::is_control_or_invisible;
+
 /// A validated public key: an `ssh-ed25519` key, or an `ssh-rsa` key of 2048 to 4096 bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
@@ -212,13 +215,6 @@ pub(super) fn modulus_bits(n: &[u8]) -> Option<u32> {
         len.saturating_mul(8)
             .saturating_add(8 - first.leading_zeros())
     })
-}
-
-/// Control characters, and the invisible ones that can make a text read differently than it is
-/// (bidirectional overrides, zero-width characters, the byte order mark).
-pub(super) fn is_control_or_invisible(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// The longest line accepted, in bytes, trailing newline included.

@@ -27,8 +27,9 @@ use crate::audit::{
 /// A SQLite-backed [`Store`].
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    write_lock: tokio::sync::Mutex<()>,
+    pub(super) pool: SqlitePool,
+    /// Writers of this process queue here (audit appends, outbox updates).
+    pub(super) write_lock: tokio::sync::Mutex<()>,
 }
 
 impl SqliteStore {
