@@ -41,8 +41,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::anchor::{Anchor, AnchorError, AnchorSource, Anchors};
 pub use self::auditor::{
-    AuditError, Auditor, ContinuityError, Recorder, VERIFY_PAGE_SIZE, check_sink_continuity,
-    verify_store, verify_store_with,
+    APPEND_TIMEOUT, AuditError, Auditor, ContinuityError, Recorder, VERIFY_PAGE_SIZE,
+    check_chain_key, check_sink_continuity, verify_store, verify_store_with,
 };
 pub use self::canonical::CanonicalError;
 pub use self::chain::{CanonicalEvent, ChainHash};

@@ -1,5 +1,6 @@
 //! The use cases, independent of HTTP: who am I, how to log in, which roles and SSH targets may I
-//! have, give me credentials, push my SSH key, reload the policy, is the service ready.
+//! have, give me credentials, push my SSH key, reload the policy (and audit a TLS reload), is the
+//! service ready.
 //!
 //! Later use cases (break-glass) live here too. Each takes an already
 //! verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
@@ -31,7 +32,7 @@ pub use audit_read::{DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse_query, stream_r
 pub use credentials::SessionError;
 pub use grant::{MAX_REASON_BYTES, ReasonError, check_reason};
 pub use limit::{Admission, RateLimiter};
-pub use reload::ReloadOutcome;
+pub use reload::{CertSummary, ReloadOutcome, TlsReload};
 pub use ssh::KEY_LIFETIME_SECS;
 
 /// Why a use case could not be carried out.

@@ -3,7 +3,8 @@
 //! [`router`] builds the axum app without I/O; [`Server::build`] connects the store, loads the
 //! issuers' keys and TLS material (and binds the metrics listener, if configured);
 //! [`Server::serve`] runs until shutdown, with its background tasks: the JWKS refresher, the
-//! policy reload on SIGHUP, the metrics listener and the notification worker ([`notifier`]).
+//! reload of the policy and the TLS certificate on SIGHUP, the metrics listener and the
+//! notification worker ([`notifier`]).
 
 pub mod auth;
 pub mod error;
@@ -23,10 +24,12 @@ use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::audit::{Auditor, ChainKey, ChainStore, Sink, SinkConfig, check_sink_continuity};
+use crate::audit::{
+    Auditor, ChainKey, ChainStore, Sink, SinkConfig, check_chain_key, check_sink_continuity,
+};
 use crate::aws::Aws;
 use crate::aws::SdkAws;
-use crate::broker::{Broker, Ports, ReloadOutcome};
+use crate::broker::{Broker, Ports, ReloadOutcome, TlsReload};
 use crate::clock::SharedClock;
 use crate::config::{AuditSinkConfig, Config, ServerConfig};
 use crate::notify::Wakeup;
@@ -120,7 +123,7 @@ pub struct Server {
     keys: Arc<KeyStore>,
     config: ServerConfig,
     policy_dir: std::path::PathBuf,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<tls::ServerTls>,
     metrics: Option<TcpListener>,
     notifier: Option<notifier::Notifier>,
     wakeup: Wakeup,
@@ -144,7 +147,7 @@ impl Server {
             None => None,
         };
         let tls = match &config.server.tls {
-            Some(files) => Some(tls::server_config(files)?),
+            Some(files) => Some(tls::server_tls(files)?),
             None => None,
         };
         let store = crate::store::connect(&config.store.url).await?;
@@ -170,6 +173,11 @@ impl Server {
             AuditSinkConfig::Stdout => SinkConfig::Stdout,
             AuditSinkConfig::File(p) => SinkConfig::File(p.clone()),
         };
+        // SECURITY: a chain written with another key (or none) must not be extended with this
+        // one: from there on it would verify with neither.
+        check_chain_key(store.as_ref(), &key)
+            .await
+            .map_err(StartError::AuditContinuity)?;
         if let SinkConfig::File(path) = &sink_config {
             // SECURITY: a store rewound below what the file already holds must not be appended to.
             check_sink_continuity(store.as_ref(), path)
@@ -261,6 +269,7 @@ impl Server {
         let reloader = tokio::spawn(reload_on_sighup(
             Arc::clone(&self.state.broker),
             self.policy_dir.clone(),
+            self.tls.as_ref().map(|t| Arc::clone(&t.certs)),
         ));
         let metrics = self.metrics.map(|l| {
             let mut stop = stop_tx.subscribe();
@@ -282,7 +291,8 @@ impl Server {
             max_connections_per_ip: self.config.max_connections_per_ip,
             shutdown_grace: self.config.shutdown_grace,
         };
-        listener::serve(listener, self.tls, app, limits, shutdown).await;
+        let tls = self.tls.map(|t| t.config);
+        listener::serve(listener, tls, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = refresher.await;
         if let Some(m) = metrics {
@@ -348,13 +358,20 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-/// Reloads the policy on every SIGHUP until aborted; a bad policy keeps the old one.
-async fn reload_on_sighup(broker: Arc<Broker>, dir: std::path::PathBuf) {
+/// Reloads the policy, then the TLS certificate (when serving TLS), on every SIGHUP until
+/// aborted; a bad policy or certificate keeps the one in force.
+async fn reload_on_sighup(
+    broker: Arc<Broker>,
+    dir: std::path::PathBuf,
+    certs: Option<Arc<tls::CertResolver>>,
+) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
-            tracing::warn!("cannot listen for SIGHUP; policy reload by signal is off");
+            tracing::warn!(
+                "cannot listen for SIGHUP; policy and certificate reload by signal is off"
+            );
             return;
         };
         while hup.recv().await.is_some() {
@@ -367,10 +384,37 @@ async fn reload_on_sighup(broker: Arc<Broker>, dir: std::path::PathBuf) {
                 }
                 Err(e) => tracing::error!(error = %e, "policy reload could not be audited"),
             }
+            if let Some(certs) = &certs {
+                reload_tls(&broker, certs).await;
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (broker, dir);
+        let _ = (broker, dir, certs);
+    }
+}
+
+/// Reloads the TLS certificate and key and logs the outcome (the broker has audited it).
+async fn reload_tls(broker: &Broker, certs: &tls::CertResolver) {
+    match certs.reload(broker).await {
+        Ok(TlsReload::Applied {
+            certificate,
+            previous,
+        }) => tracing::info!(
+            tls.sha256_fingerprint = %certificate.sha256_fingerprint,
+            tls.not_after = %certificate.not_after,
+            tls.previous_sha256_fingerprint = %previous.sha256_fingerprint,
+            "TLS certificate reloaded; new connections get the new certificate"
+        ),
+        Ok(TlsReload::Rejected { reason, current }) => tracing::error!(
+            tls.reason = %reason,
+            tls.sha256_fingerprint = %current.sha256_fingerprint,
+            "TLS reload rejected; keeping the certificate in force"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            "TLS reload could not be audited; keeping the certificate in force"
+        ),
     }
 }

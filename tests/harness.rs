@@ -4,6 +4,8 @@
 //! - [`moto`]: moto's server standing in for AWS STS, and the AWS CLI (tests/.venv).
 //! - [`broker`]: latchkey itself, in process or as the real binary.
 //! - [`pg`]: a PostgreSQL schema of its own per test, dropped afterwards.
+//! - [`pg_server`]: a private PostgreSQL server a test may stop and start (an outage).
+//! - [`sts_double`]: a fast STS stand-in answering AssumeRole after a delay the test sets.
 //! - [`sshd`]: a real OpenSSH server playing an EC2 instance that admits pushed keys.
 //! - [`cli`]: a temporary home for the engineer's CLI ([`cli::CliHome`]).
 //! - [`sandbox`]: `latchkey dev` and `scripts/sandbox`.
@@ -33,6 +35,14 @@ pub mod broker;
 #[allow(dead_code, reason = "not every test uses every helper")]
 #[path = "harness/pg.rs"]
 pub mod pg;
+
+#[allow(dead_code, reason = "not every test uses every helper")]
+#[path = "harness/pg_server.rs"]
+pub mod pg_server;
+
+#[allow(dead_code, reason = "not every test uses every helper")]
+#[path = "harness/sts_double.rs"]
+pub mod sts_double;
 
 #[allow(dead_code, reason = "not every test uses every helper")]
 #[path = "harness/sshd.rs"]

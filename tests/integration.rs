@@ -38,6 +38,8 @@ mod notify;
 mod policy_ssh;
 #[path = "integration/preflight.rs"]
 mod preflight;
+#[path = "integration/replicas.rs"]
+mod replicas;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
 #[path = "integration/server.rs"]
@@ -48,3 +50,5 @@ mod ssh;
 mod ssh_server;
 #[path = "integration/store_audit.rs"]
 mod store_audit;
+#[path = "integration/tls_reload.rs"]
+mod tls_reload;

@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::port::{ChainStore, ChainStoreError};
 use super::sink::{self, Sink, SinkError, SinkTail};
 use super::verify::{Verification, Verifier};
 use super::{AuditEvent, AuditRecord, CanonicalError, CanonicalEvent, ChainKey, ChainParams};
-use super::{ChainHead, StoredAuditRecord};
+use super::{ChainHash, ChainHead, StoredAuditRecord};
 
 /// Appends audit events durably: what the use cases hold, so their tests can use a fake.
 #[async_trait::async_trait]
@@ -18,7 +19,9 @@ pub trait Recorder: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// Any error means nothing was recorded: the caller must fail closed.
+    /// Any error means the caller must fail closed. Nothing was recorded, except when the
+    /// store's commit raced a timeout: then the record may be in the chain although the caller
+    /// acts as if it were not (a record of something that did not happen, never the reverse).
     async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError>;
 
     /// How this recorder hashes the chain, for the `server.started` declaration.
@@ -36,9 +39,18 @@ pub struct Auditor {
     // INVARIANT: held from the store append through the sink write, so this process writes its
     // sink lines in `seq` order.
     order: tokio::sync::Mutex<()>,
+    append_timeout: Duration,
 }
 
-/// Why an event could not be audited. Either way nothing was recorded: fail closed.
+/// How long one append may take, waiting for this process's earlier appends included, before
+/// it fails as unavailable. Appends queue on `order`: without this bound, when the store stops
+/// answering, every queued append would wait out the store's own timeouts in turn and requests
+/// would hang until `request_timeout`. A grant makes two appends around one STS call (at most
+/// 10 s), which fits the default `request_timeout` (30 s).
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an event could not be audited. Either way the caller fails closed (see
+/// [`Recorder::append`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// The event has a value the canonical form cannot represent exactly.
@@ -76,6 +88,16 @@ pub enum ContinuityError {
         /// The sink file.
         path: PathBuf,
     },
+    /// The chain's newest record was not hashed with the key this server was given.
+    #[error(
+        "the audit store's newest record (seq {seq}) was not hashed with this server's chain key ({mode}): the store was written with another key (or none); refusing to append to it (check it with `latchkey audit verify`)"
+    )]
+    KeyMismatch {
+        /// The newest record's `seq`.
+        seq: i64,
+        /// This server's hash mode and key id.
+        mode: String,
+    },
     /// The sink file's last line could not be read.
     #[error("{0}")]
     Sink(#[from] SinkError),
@@ -94,7 +116,15 @@ impl Auditor {
             key,
             sink,
             order: tokio::sync::Mutex::new(()),
+            append_timeout: APPEND_TIMEOUT,
         }
+    }
+
+    /// The same auditor with another [`APPEND_TIMEOUT`] (for tests).
+    #[must_use]
+    pub fn with_append_timeout(mut self, timeout: Duration) -> Self {
+        self.append_timeout = timeout;
+        self
     }
 
     /// Appends `event` to the chain durably, then writes its sink line.
@@ -105,15 +135,31 @@ impl Auditor {
     /// # Errors
     ///
     /// [`AuditError::Invalid`] if the event cannot be canonicalized and
-    /// [`AuditError::Unavailable`] if the store did not commit it. In both cases nothing was
-    /// recorded, and the caller must not grant anything.
+    /// [`AuditError::Unavailable`] if the store did not commit it within [`APPEND_TIMEOUT`]
+    /// (queueing behind this process's other appends included). In both cases the caller must
+    /// not grant anything. (An append given up on while its commit was in flight may still be
+    /// in the chain: a record of something that then did not happen, never the reverse.)
     pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
         let canonical = CanonicalEvent::new(event)?;
-        let _order = self.order.lock().await;
         let started = std::time::Instant::now();
-        let appended = self.store.append_audit(&canonical, &self.key).await;
+        let deadline = tokio::time::Instant::now() + self.append_timeout;
+        let timed_out = || {
+            ChainStoreError::Unavailable(format!(
+                "the append did not complete within {}s",
+                self.append_timeout.as_secs_f32()
+            ))
+        };
+        let appended = match tokio::time::timeout_at(deadline, self.order.lock()).await {
+            Ok(order) => {
+                tokio::time::timeout_at(deadline, self.store.append_audit(&canonical, &self.key))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()))
+                    .map(|record| (order, record))
+            }
+            Err(_) => Err(timed_out()),
+        };
         crate::metrics::audit_append(started.elapsed(), appended.is_ok());
-        let record = appended.map_err(AuditError::Unavailable)?;
+        let (_order, record) = appended.map_err(AuditError::Unavailable)?;
         if let Err(err) = self.sink.write(&record).await {
             tracing::error!(
                 audit.seq = record.seq,
@@ -194,6 +240,42 @@ pub async fn check_sink_continuity(
         });
     }
     Ok(Some(tail))
+}
+
+/// Refuses a store whose newest record was not hashed with `key`.
+///
+/// Run at start-up, before the first append: a server given another HMAC key (or none, or one
+/// when the chain was plain SHA-256) would otherwise append links that verify with neither key,
+/// and the whole chain would stop verifying from there.
+///
+/// # Errors
+///
+/// [`ContinuityError::KeyMismatch`] when the newest record's hash differs from its hash under
+/// `key`, and [`ContinuityError::Store`] when the store cannot be read.
+pub async fn check_chain_key(
+    store: &dyn ChainStore,
+    key: &ChainKey,
+) -> Result<(), ContinuityError> {
+    let head = store.audit_head().await?;
+    if head.seq == 0 {
+        return Ok(());
+    }
+    let stored = store.audit_page(head.seq.saturating_sub(1), 1).await?;
+    let matches = stored.first().is_some_and(|r| {
+        ChainHash::from_slice(&r.prev_hash).is_some_and(|prev| {
+            r.seq == head.seq
+                && super::chain::link_hash(key, &prev, r.seq, r.canonical.as_bytes()).as_bytes()
+                    == r.hash.as_slice()
+        })
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ContinuityError::KeyMismatch {
+            seq: head.seq,
+            mode: key.params().to_string(),
+        })
+    }
 }
 
 /// Verifies the chain held by `store` with `key`, reading `page_size` records at a time.
@@ -281,3 +363,112 @@ async fn range(
 /// Records per page when verifying: large enough to amortize queries, small enough to bound
 /// memory (four pages are held at once) to tens of megabytes.
 pub const VERIFY_PAGE_SIZE: u32 = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditEvent, EventKind};
+
+    /// A store that never answers an append (a database that stopped answering).
+    #[derive(Debug)]
+    struct Silent;
+
+    #[async_trait::async_trait]
+    impl ChainStore for Silent {
+        async fn append_audit(
+            &self,
+            _event: &CanonicalEvent,
+            _key: &ChainKey,
+        ) -> Result<AuditRecord, ChainStoreError> {
+            std::future::pending().await
+        }
+
+        async fn audit_head(&self) -> Result<ChainHead, ChainStoreError> {
+            std::future::pending().await
+        }
+
+        async fn audit_page(
+            &self,
+            _after_seq: i64,
+            _limit: u32,
+        ) -> Result<Vec<StoredAuditRecord>, ChainStoreError> {
+            std::future::pending().await
+        }
+    }
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            event: EventKind::ServerStarted,
+            time: chrono::DateTime::UNIX_EPOCH,
+            actor: None,
+            target: serde_json::Value::Null,
+            decision: None,
+            details: serde_json::json!({}),
+            client_addr: None,
+            user_agent: None,
+            request_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_queued_behind_a_silent_store_fail_instead_of_waiting_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::open(&sink::SinkConfig::File(dir.path().join("audit.jsonl")))
+            .await
+            .unwrap();
+        let auditor = Arc::new(
+            Auditor::new(Arc::new(Silent), ChainKey::Sha256, sink)
+                .with_append_timeout(Duration::from_secs(1)),
+        );
+        // Twenty appends at once: each gives up at its own deadline, none waits out the
+        // others' in turn (that would take twenty seconds; the guard allows ten).
+        let appends = (0..20).map(|_| {
+            let auditor = Arc::clone(&auditor);
+            tokio::spawn(async move { auditor.append(event()).await })
+        });
+        let all = tokio::time::timeout(Duration::from_secs(10), join_all(appends.collect()))
+            .await
+            .expect("every append returns");
+        for result in all {
+            let err = result.unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    AuditError::Unavailable(ChainStoreError::Unavailable(_))
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_refuses_a_chain_hashed_with_another_key() {
+        let chain = crate::audit::memory::MemoryChain::default();
+        let sha = ChainKey::Sha256;
+        let keyed = ChainKey::hmac(&[7; 32]).unwrap();
+        let other = ChainKey::hmac(&[8; 32]).unwrap();
+        // An empty chain takes any key.
+        check_chain_key(&chain, &keyed).await.unwrap();
+        let canonical = CanonicalEvent::new(event()).unwrap();
+        chain.append_audit(&canonical, &keyed).await.unwrap();
+        chain.append_audit(&canonical, &keyed).await.unwrap();
+        check_chain_key(&chain, &keyed).await.unwrap();
+        for wrong in [&sha, &other] {
+            let err = check_chain_key(&chain, wrong).await.unwrap_err();
+            assert!(
+                matches!(err, ContinuityError::KeyMismatch { seq: 2, .. }),
+                "{err}"
+            );
+        }
+    }
+
+    async fn join_all<T>(
+        handles: Vec<tokio::task::JoinHandle<T>>,
+    ) -> Vec<Result<T, tokio::task::JoinError>> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await);
+        }
+        out
+    }
+}

@@ -53,11 +53,17 @@ pub enum EventKind {
     /// A principal went over its grant rate asking for a push; written once per window.
     #[serde(rename = "ssh.rate_limited")]
     SshRateLimited,
+    /// A new TLS certificate or key was unusable; the certificate in force stays.
+    #[serde(rename = "tls.reload_failed")]
+    TlsReloadFailed,
+    /// A new TLS certificate is about to be served; written before it is.
+    #[serde(rename = "tls.reloaded")]
+    TlsReloaded,
 }
 
 impl EventKind {
     /// Every kind, in alphabetical order of its name.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::AuditRead,
         EventKind::CredentialsAuthorized,
         EventKind::CredentialsDenied,
@@ -72,6 +78,8 @@ impl EventKind {
         EventKind::SshFailed,
         EventKind::SshPushed,
         EventKind::SshRateLimited,
+        EventKind::TlsReloadFailed,
+        EventKind::TlsReloaded,
     ];
 
     /// The dotted name, as stored and hashed.
@@ -91,6 +99,8 @@ impl EventKind {
             EventKind::SshFailed => "ssh.failed",
             EventKind::SshPushed => "ssh.pushed",
             EventKind::SshRateLimited => "ssh.rate_limited",
+            EventKind::TlsReloadFailed => "tls.reload_failed",
+            EventKind::TlsReloaded => "tls.reloaded",
         }
     }
 }

@@ -264,6 +264,25 @@ impl BrokerProcess {
         assert!(status.success(), "kill -{name}");
     }
 
+    /// `127.0.0.1:PORT`, for raw TCP and TLS connections.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("https://")
+    }
+
+    /// Kills the process at once (SIGKILL: no shutdown of any kind) and waits until it is gone.
+    pub fn kill(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL latchkey");
+        child.wait().expect("reap latchkey")
+    }
+
+    /// The exit status once the process has exited, without waiting; `None` while it runs.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut().expect("running").try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
