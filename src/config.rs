@@ -38,6 +38,8 @@ pub struct Config {
     pub aws: AwsConfig,
     /// Where the role catalog and policies live.
     pub policy: PolicyConfig,
+    /// How revoked sessions' deny policies are retried and removed.
+    pub revocation: RevocationConfig,
 }
 
 /// `[server]`.
@@ -179,6 +181,14 @@ pub struct PolicyConfig {
     pub dir: PathBuf,
 }
 
+/// `[revocation]`.
+#[derive(Debug, Clone)]
+pub struct RevocationConfig {
+    /// How often each replica's sweeper looks for deny policies to put again (after a failure)
+    /// or to remove (after the role's maximum session duration).
+    pub sweep_interval: Duration,
+}
+
 /// One problem in the configuration, with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -302,6 +312,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     let oidc = root.table("oidc");
     let aws = root.table("aws");
     let policy = root.table("policy");
+    let revocation = root.table("revocation");
     root.finish();
 
     let server = parse_server(server, base, issues);
@@ -310,6 +321,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     let oidc = parse_oidc(oidc, base, issues);
     let aws = parse_aws(aws, issues);
     let policy = parse_policy(policy, base, issues);
+    let revocation = parse_revocation(revocation, issues);
     Some(Config {
         server: server?,
         store: store?,
@@ -317,6 +329,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
         oidc: oidc?,
         aws: aws?,
         policy: policy?,
+        revocation: revocation?,
     })
 }
 
@@ -730,6 +743,30 @@ fn parse_policy(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Opt
         dir: resolve(base, &dir.unwrap_or_else(|| PathBuf::from("policies"))),
     })
 }
+
+fn parse_revocation(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<RevocationConfig> {
+    let mut f = Fields::new("revocation", table, issues);
+    let interval = f.optional::<ConfigDuration>("sweep_interval");
+    let sweep_interval = match interval {
+        Some(d) if !(MIN_SWEEP_INTERVAL..=MAX_SWEEP_INTERVAL).contains(&d.0) => {
+            f.error(
+                "revocation.sweep_interval".into(),
+                "must be between 1s and 1h".into(),
+            );
+            DEFAULT_SWEEP_INTERVAL
+        }
+        Some(d) => d.0,
+        None => DEFAULT_SWEEP_INTERVAL,
+    };
+    f.finish();
+    Some(RevocationConfig { sweep_interval })
+}
+
+/// The sweeper's default interval: a failed deny is retried (and an expired one removed) within
+/// about this long.
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// An issuer must be an absolute https URL without query or fragment. Plain http needs the
 /// provider's `dangerous_plain_http = true` AND a loopback IP literal (tests and the sandbox);

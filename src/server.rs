@@ -22,11 +22,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{Auditor, ChainKey, ChainStore, Sink, SinkConfig, check_sink_continuity};
-use crate::aws::Aws;
-use crate::aws::SdkAws;
+use crate::aws::{Aws, IamRolePolicies, RolePolicies, SdkAws};
 use crate::broker::{Broker, Ports, ReloadOutcome};
 use crate::clock::SharedClock;
-use crate::config::{AuditSinkConfig, Config, ServerConfig};
+use crate::config::{AuditSinkConfig, AwsConfig, Config, ServerConfig};
 use crate::oidc::{Authenticator, KeyStore};
 use crate::policy::PolicySet;
 use listener::ListenerLimits;
@@ -113,6 +112,7 @@ pub struct Server {
     keys: Arc<KeyStore>,
     config: ServerConfig,
     policy_dir: std::path::PathBuf,
+    sweep_interval: std::time::Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Option<TcpListener>,
 }
@@ -166,24 +166,13 @@ impl Server {
             Arc::clone(&clock),
         ));
         let policy = PolicySet::load(&config.policy.dir)?;
-        let aws: Arc<dyn Aws> = if config.aws.dangerous_test_credentials {
-            // Loopback endpoints only (checked by config): never probe the real credential chain.
-            let dummy = aws_sdk_sts::config::Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "latchkey-test",
-            );
-            Arc::new(SdkAws::with_credentials(&config.aws, dummy).await)
-        } else {
-            Arc::new(SdkAws::new(&config.aws).await)
-        };
+        let (aws, role_policies) = aws_ports(&config.aws).await;
         let broker = Arc::new(Broker::new(Ports {
             providers: config.oidc.providers.clone(),
             store,
             auditor,
             aws,
+            role_policies,
             policy,
             clock,
             grants_per_minute: config.server.grants_per_minute,
@@ -197,6 +186,7 @@ impl Server {
             keys,
             config: config.server.clone(),
             policy_dir: config.policy.dir.clone(),
+            sweep_interval: config.revocation.sweep_interval,
             tls,
             metrics,
         })
@@ -228,6 +218,16 @@ impl Server {
             let mut rx = stop_rx;
             let _ = rx.wait_for(|stop| *stop).await;
         }));
+        let sweeper = {
+            let mut stop = stop_tx.subscribe();
+            tokio::spawn(sweep_revocations(
+                Arc::clone(&self.state.broker),
+                self.sweep_interval,
+                async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                },
+            ))
+        };
         let reloader = tokio::spawn(reload_on_sighup(
             Arc::clone(&self.state.broker),
             self.policy_dir.clone(),
@@ -249,10 +249,68 @@ impl Server {
         listener::serve(listener, self.tls, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = refresher.await;
+        let _ = sweeper.await;
         if let Some(m) = metrics {
             let _ = m.await;
         }
         reloader.abort();
+    }
+}
+
+/// The broker's two AWS ports: STS and EC2 Instance Connect, and IAM's role policies, each
+/// with the broker's own identity (or, against a loopback stand-in with
+/// `dangerous_test_credentials`, fixed dummy credentials, so the default chain never probes
+/// instance metadata).
+pub async fn aws_ports(config: &AwsConfig) -> (Arc<dyn Aws>, Arc<dyn RolePolicies>) {
+    if config.dangerous_test_credentials {
+        let dummy = aws_sdk_sts::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "latchkey-test",
+        );
+        (
+            Arc::new(SdkAws::with_credentials(config, dummy.clone()).await),
+            Arc::new(IamRolePolicies::with_credentials(config, dummy).await),
+        )
+    } else {
+        (
+            Arc::new(SdkAws::new(config).await),
+            Arc::new(IamRolePolicies::new(config).await),
+        )
+    }
+}
+
+/// Runs the revocation sweeper every `every` until `stop` resolves (a sweep in progress is
+/// dropped then: its rows stay leased until the lease ends, and are retried).
+async fn sweep_revocations(
+    broker: Arc<Broker>,
+    every: std::time::Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            swept = broker.sweep_revocations() => match swept {
+                Ok(report) if report != crate::broker::SweepReport::default() => {
+                    tracing::info!(
+                        revocation.applied = report.applied,
+                        revocation.removed = report.removed,
+                        revocation.abandoned = report.abandoned,
+                        revocation.failed = report.failed,
+                        "revocation sweep"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "revocation sweep failed; retrying"),
+            },
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Durable state behind one trait: the audit chain today, break-glass requests next.
+//! Durable state behind one trait: the audit chain, session revocations ([`revocation`]), and
+//! break-glass requests next.
 //!
 //! Two backends implement [`Store`] with sqlx: SQLite (the default: one file, WAL, fully
 //! synchronous commits) and PostgreSQL (for several replicas). [`connect`] picks one by URL and
@@ -12,6 +13,7 @@
 
 pub mod chain;
 pub mod postgres;
+pub mod revocation;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -21,12 +23,14 @@ use chrono::{DateTime, Utc};
 use crate::audit::{ChainStore, ChainStoreError, EventKind, StoredAuditRecord};
 
 pub use self::postgres::PostgresStore;
+pub use self::revocation::{Due, RevocationRow, RevocationStore};
 pub use self::sqlite::SqliteStore;
 
 /// The persistence port. Object safe: the server holds an `Arc<dyn Store>`, and hands the
-/// audit side the same object as an `Arc<dyn ChainStore>`.
+/// audit side the same object as an `Arc<dyn ChainStore>`. Session revocations are its
+/// [`RevocationStore`] side.
 #[async_trait::async_trait]
-pub trait Store: ChainStore {
+pub trait Store: ChainStore + RevocationStore {
     /// The backend's name: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

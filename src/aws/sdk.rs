@@ -73,7 +73,7 @@ impl Aws for SdkAws {
 }
 
 /// Runs one AWS call (retries included) and records its latency and error class.
-async fn measured<T>(
+pub(super) async fn measured<T>(
     api: &'static str,
     call: impl Future<Output = Result<T, AwsError>>,
 ) -> Result<T, AwsError> {

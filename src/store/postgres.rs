@@ -28,7 +28,7 @@ use crate::audit::{
 /// A PostgreSQL-backed [`Store`].
 #[derive(Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PostgresStore {

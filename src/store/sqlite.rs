@@ -27,7 +27,7 @@ use crate::audit::{
 /// A SQLite-backed [`Store`].
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     write_lock: tokio::sync::Mutex<()>,
 }
 

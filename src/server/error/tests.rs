@@ -201,6 +201,7 @@ attributes = ["department"]
         store: Arc::clone(&store),
         auditor: Arc::new(Auditor::new(chain, ChainKey::Sha256, sink)),
         aws: Arc::clone(&aws) as Arc<dyn Aws>,
+        role_policies: Arc::new(crate::aws::revocation::FakeRolePolicies::default()),
         policy: PolicySet::load(policies.path()).unwrap(),
         clock: Arc::clone(&shared),
         grants_per_minute: config.server.grants_per_minute,
