@@ -139,25 +139,7 @@ impl Server {
             None => None,
         };
         let store = crate::store::connect(&config.store.url).await?;
-        let key = match &config.audit.hmac_key_file {
-            Some(path) => ChainKey::from_file(path).map_err(StartError::AuditKey)?,
-            None => ChainKey::Sha256,
-        };
-        let sink_config = match &config.audit.sink {
-            AuditSinkConfig::Stdout => SinkConfig::Stdout,
-            AuditSinkConfig::File(p) => SinkConfig::File(p.clone()),
-        };
-        if let SinkConfig::File(path) = &sink_config {
-            // SECURITY: a store rewound below what the file already holds must not be appended to.
-            check_sink_continuity(store.as_ref(), path)
-                .await
-                .map_err(StartError::AuditContinuity)?;
-        }
-        let sink = Sink::open(&sink_config)
-            .await
-            .map_err(StartError::AuditSink)?;
-        let chain: Arc<dyn ChainStore> = Arc::clone(&store) as _;
-        let auditor = Arc::new(Auditor::new(chain, key, sink));
+        let auditor = open_auditor(config, &store).await?;
         let keys = Arc::new(KeyStore::new(&config.oidc.providers)?);
         keys.load_all().await;
         let auth = Arc::new(Authenticator::new(
@@ -255,6 +237,38 @@ impl Server {
         }
         reloader.abort();
     }
+}
+
+/// The auditor of `[audit]` over `store`: the chain key, then (for a file sink) the check that
+/// the store is not behind the file, then the sink. `latchkey server` and the operator commands
+/// that append to the chain (`revoke-sessions`) open it alike.
+///
+/// # Errors
+///
+/// [`StartError::AuditKey`], [`StartError::AuditContinuity`] or [`StartError::AuditSink`].
+pub async fn open_auditor(
+    config: &Config,
+    store: &Arc<dyn crate::store::Store>,
+) -> Result<Arc<Auditor>, StartError> {
+    let key = match &config.audit.hmac_key_file {
+        Some(path) => ChainKey::from_file(path).map_err(StartError::AuditKey)?,
+        None => ChainKey::Sha256,
+    };
+    let sink_config = match &config.audit.sink {
+        AuditSinkConfig::Stdout => SinkConfig::Stdout,
+        AuditSinkConfig::File(p) => SinkConfig::File(p.clone()),
+    };
+    if let SinkConfig::File(path) = &sink_config {
+        // SECURITY: a store rewound below what the file already holds must not be appended to.
+        check_sink_continuity(store.as_ref(), path)
+            .await
+            .map_err(StartError::AuditContinuity)?;
+    }
+    let sink = Sink::open(&sink_config)
+        .await
+        .map_err(StartError::AuditSink)?;
+    let chain: Arc<dyn ChainStore> = Arc::clone(store) as _;
+    Ok(Arc::new(Auditor::new(chain, key, sink)))
 }
 
 /// The broker's two AWS ports: STS and EC2 Instance Connect, and IAM's role policies, each

@@ -36,6 +36,8 @@ mod metrics;
 mod policy_ssh;
 #[path = "integration/preflight.rs"]
 mod preflight;
+#[path = "integration/revocation.rs"]
+mod revocation;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
 #[path = "integration/server.rs"]

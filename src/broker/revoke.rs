@@ -10,8 +10,9 @@
 //! 2. **Put**: `PutRolePolicy` (idempotent: the same name and document on every retry).
 //! 3. **Record**: `sessions.revoked` in the audit chain (role, policy name, source identity
 //!    patterns, `issued_before`, cause, when it will be removed).
-//! 4. **Mark applied**, with `remove_after` = now + the role's `MaxSessionDuration` from
-//!    `GetRole` (12 hours, the longest any role allows, when IAM cannot say).
+//! 4. **Mark applied**, with `remove_after` = now (or `issued_before`, if later) + the role's
+//!    `MaxSessionDuration` from `GetRole` (12 hours, the longest any role allows, when IAM
+//!    cannot say).
 //!
 //! A put that fails is audited (`sessions.revoke_failed`), the row is marked for a retry with
 //! backoff, and the caller learns which roles are not covered yet
@@ -397,8 +398,10 @@ impl Broker {
             }
         };
         let applied_at = self.clock.now();
-        let remove_after =
-            applied_at + TimeDelta::from_std(max).unwrap_or_else(|_| longest_session());
+        // The deny also covers sessions stamped up to the skew allowance after the revocation;
+        // count from whichever is later.
+        let remove_after = applied_at.max(row.issued_before)
+            + TimeDelta::from_std(max).unwrap_or_else(|_| longest_session());
         let details = json!({
             "applied_at": rfc3339(applied_at),
             "remove_after": rfc3339(remove_after),

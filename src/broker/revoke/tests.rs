@@ -132,7 +132,8 @@ async fn the_deny_goes_on_every_role_and_each_is_recorded() {
     );
     // 0 s + the 5 s skew allowance.
     assert_eq!(revocation.issued_before, at(5));
-    // Duplicates count once; remove_after is the role's own MaxSessionDuration.
+    // Duplicates count once; remove_after is the role's own MaxSessionDuration after
+    // `issued_before` (later than the put here).
     assert_eq!(
         revocation.roles,
         vec![
@@ -140,14 +141,14 @@ async fn the_deny_goes_on_every_role_and_each_is_recorded() {
                 role: "readonly".into(),
                 role_arn: READONLY.into(),
                 outcome: RoleOutcome::Applied {
-                    remove_after: at(3600)
+                    remove_after: at(3605)
                 },
             },
             RoleRevocation {
                 role: "developer".into(),
                 role_arn: DEVELOPER.into(),
                 outcome: RoleOutcome::Applied {
-                    remove_after: at(7200)
+                    remove_after: at(7205)
                 },
             },
         ]
@@ -265,13 +266,13 @@ async fn policies_are_removed_after_the_roles_max_session_duration() {
         .revoke_sessions(&order(&["readonly", "developer"]))
         .await
         .unwrap();
-    f.clock.set(START + 3599);
+    f.clock.set(START + 3604);
     assert_eq!(f.broker.sweep_revocations().await.unwrap().removed, 0);
-    f.clock.set(START + 3600);
+    f.clock.set(START + 3605);
     assert_eq!(f.broker.sweep_revocations().await.unwrap().removed, 1);
     assert!(f.iam.policies(READONLY).is_empty());
     assert!(!f.iam.policies(DEVELOPER).is_empty());
-    f.clock.set(START + 7200);
+    f.clock.set(START + 7205);
     assert_eq!(f.broker.sweep_revocations().await.unwrap().removed, 1);
     assert!(f.iam.policies(DEVELOPER).is_empty());
     let events = f.events().await;
@@ -311,7 +312,7 @@ async fn a_policy_already_gone_counts_as_removed_and_a_failed_removal_keeps_the_
         DEVELOPER,
         Some(IamError::Aws(AwsError::AccessDenied("AccessDenied".into()))),
     );
-    f.clock.set(START + 7200);
+    f.clock.set(START + 7205);
     let report = f.broker.sweep_revocations().await.unwrap();
     assert_eq!((report.removed, report.failed), (1, 1), "{report:?}");
     let events = f.events().await;
@@ -324,7 +325,7 @@ async fn a_policy_already_gone_counts_as_removed_and_a_failed_removal_keeps_the_
             .contains_key(&revocation.policy_name)
     );
     f.iam.fail_role(DEVELOPER, None);
-    f.clock.set(START + 7230);
+    f.clock.set(START + 7235);
     assert_eq!(f.broker.sweep_revocations().await.unwrap().removed, 1);
     assert!(f.iam.policies(DEVELOPER).is_empty());
 }
@@ -341,7 +342,7 @@ async fn without_the_roles_max_session_duration_the_deny_stays_twelve_hours() {
     assert_eq!(
         revocation.roles[0].outcome,
         RoleOutcome::Applied {
-            remove_after: at(43_200)
+            remove_after: at(43_205)
         }
     );
     assert_eq!(
