@@ -445,3 +445,23 @@ fn issue_10_metrics_listen_is_loopback_unless_remote_is_allowed() {
         assert_eq!(err.issues[0].path, path, "{keys}");
     }
 }
+
+#[test]
+fn the_revocation_sweep_interval_defaults_and_is_bounded() {
+    let c = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert_eq!(c.revocation.sweep_interval, Duration::from_secs(30));
+    let with = |value: &str| format!("{}\n[revocation]\nsweep_interval = {value}\n", plain(""));
+    let c = Config::from_toml(&with("\"1s\""), base(), &no_env()).unwrap();
+    assert_eq!(c.revocation.sweep_interval, Duration::from_secs(1));
+    for bad in ["\"0s\"", "\"2h\"", "\"soon\""] {
+        let err = Config::from_toml(&with(bad), base(), &no_env()).unwrap_err();
+        let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["revocation.sweep_interval"], "{bad}: {err}");
+    }
+    let env = vec![(
+        "LATCHKEY_REVOCATION__SWEEP_INTERVAL".to_owned(),
+        "5m".to_owned(),
+    )];
+    let c = Config::from_toml(&plain(""), base(), &env).unwrap();
+    assert_eq!(c.revocation.sweep_interval, Duration::from_secs(300));
+}
