@@ -22,7 +22,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{Auditor, ChainKey, ChainStore, Sink, SinkConfig, check_sink_continuity};
-use crate::aws::{Aws, IamRolePolicies, RolePolicies, SdkAws};
+use crate::aws::{Aws, RolePolicies, SdkAws};
 use crate::broker::{Broker, Ports, ReloadOutcome};
 use crate::clock::SharedClock;
 use crate::config::{AuditSinkConfig, AwsConfig, Config, ServerConfig};
@@ -271,29 +271,16 @@ pub async fn open_auditor(
     Ok(Arc::new(Auditor::new(chain, key, sink)))
 }
 
-/// The broker's two AWS ports: STS and EC2 Instance Connect, and IAM's role policies, each
-/// with the broker's own identity (or, against a loopback stand-in with
+/// The broker's two AWS ports: STS and EC2 Instance Connect, and IAM's role policies, from one
+/// SDK configuration with the broker's own identity (or, against a loopback stand-in with
 /// `dangerous_test_credentials`, fixed dummy credentials, so the default chain never probes
 /// instance metadata).
 pub async fn aws_ports(config: &AwsConfig) -> (Arc<dyn Aws>, Arc<dyn RolePolicies>) {
-    if config.dangerous_test_credentials {
-        let dummy = aws_sdk_sts::config::Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "latchkey-test",
-        );
-        (
-            Arc::new(SdkAws::with_credentials(config, dummy.clone()).await),
-            Arc::new(IamRolePolicies::with_credentials(config, dummy).await),
-        )
-    } else {
-        (
-            Arc::new(SdkAws::new(config).await),
-            Arc::new(IamRolePolicies::new(config).await),
-        )
-    }
+    let credentials = config.dangerous_test_credentials.then(|| {
+        aws_sdk_sts::config::Credentials::new("testing", "testing", None, None, "latchkey-test")
+    });
+    let (aws, role_policies) = SdkAws::with_role_policies(config, credentials).await;
+    (Arc::new(aws), Arc::new(role_policies))
 }
 
 /// Runs the revocation sweeper every `every` until `stop` resolves (a sweep in progress is

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_sts::config::Credentials;
 use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::RequestId;
@@ -20,10 +19,7 @@ use super::retry::Backoff;
 use super::revocation::{
     IamError, LONGEST_SESSION, PolicyName, Removal, RolePolicies, account_of, role_name,
 };
-use super::sdk::{
-    Attempt, ServiceCodes, classify, measured, sdk_config, service_message, with_retries,
-};
-use crate::config::AwsConfig;
+use super::sdk::{Attempt, ServiceCodes, classify, measured, service_message, with_retries};
 
 /// IAM's inline role policies and `GetRole` over the SDK.
 #[derive(Debug)]
@@ -35,22 +31,16 @@ pub struct IamRolePolicies {
 }
 
 impl IamRolePolicies {
-    /// An adapter whose own credentials come from aws-config's default chain, as the broker's.
-    pub async fn new(config: &AwsConfig) -> IamRolePolicies {
-        IamRolePolicies::load(config, None).await
-    }
-
-    /// An adapter that signs with fixed credentials (moto, under `dangerous_test_credentials`).
-    pub async fn with_credentials(config: &AwsConfig, credentials: Credentials) -> IamRolePolicies {
-        IamRolePolicies::load(config, Some(credentials)).await
-    }
-
-    async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> IamRolePolicies {
-        let backoff = Backoff::IAM;
-        let sdk_config = sdk_config(config, credentials, &backoff).await;
+    /// An adapter over an already loaded SDK configuration (see [`super::sdk::sdk_config`]);
+    /// the server builds it beside its other adapters with
+    /// [`super::SdkAws::with_role_policies`].
+    pub(super) fn from_sdk(
+        sdk_config: &aws_config::SdkConfig,
+        backoff: Backoff,
+    ) -> IamRolePolicies {
         IamRolePolicies {
-            iam: aws_sdk_iam::Client::new(&sdk_config),
-            sts: aws_sdk_sts::Client::new(&sdk_config),
+            iam: aws_sdk_iam::Client::new(sdk_config),
+            sts: aws_sdk_sts::Client::new(sdk_config),
             backoff,
             account: tokio::sync::OnceCell::new(),
         }
