@@ -11,6 +11,8 @@
 //!
 //! The source identity is the sanitised readable user name first (so a long issuer URL never
 //! crowds it out), then `-` and 16 hex digits of SHA-256 of the principal `(issuer, subject)`.
+//! [`PrincipalHash`] is that suffix on its own, with the IAM patterns that match every source
+//! identity of one principal and no other's (session revocation matches on them).
 //!
 //! INVARIANT: two different ids never produce the same label, and two different principals never
 //! produce the same source identity (up to a 64-bit hash collision): verbatim labels never end in

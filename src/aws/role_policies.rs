@@ -1,7 +1,7 @@
 //! The revocation adapter: [`IamRolePolicies`] puts and removes the inline deny policies of
 //! [`super::revocation`] with IAM `PutRolePolicy` and `DeleteRolePolicy`, and reads a role's
 //! `MaxSessionDuration` with `GetRole`, with the broker's own AWS identity and the SDK
-//! configuration of every other adapter ([`super::sdk::sdk_config`]: region, endpoint override,
+//! configuration of every other adapter (`sdk::sdk_config`: region, endpoint override,
 //! credentials, timeouts; the shared retry loop and error classification).
 //!
 //! IAM addresses roles by name within the caller's account. So that a catalog role of another
@@ -31,7 +31,7 @@ pub struct IamRolePolicies {
 }
 
 impl IamRolePolicies {
-    /// An adapter over an already loaded SDK configuration (see [`super::sdk::sdk_config`]);
+    /// An adapter over an already loaded SDK configuration (`sdk::sdk_config`);
     /// the server builds it beside its other adapters with
     /// [`super::SdkAws::with_role_policies`].
     pub(super) fn from_sdk(
