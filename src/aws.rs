@@ -1,9 +1,10 @@
 //! The AWS port: one trait, [`Aws`], for everything latchkey asks of AWS, and the validated
 //! inputs it takes.
 //!
-//! This module and its pure children ([`input`], [`names`], [`retry`]) never perform I/O and never
-//! import the AWS SDK; the SDK lives in the adapters: [`sts`], [`instance_connect`], and [`sdk`],
-//! which puts both behind the port.
+//! This module and its pure children ([`input`], [`names`], [`retry`], [`revocation`]) never
+//! perform I/O and never import the AWS SDK; the SDK lives in the adapters: [`sts`],
+//! [`instance_connect`], and [`sdk`], which puts both behind the port; [`iam`] (preflight) and
+//! [`role_policies`] (revocation policies, behind [`RolePolicies`]).
 //!
 //! SECURITY: the broker, never the user, chooses every STS parameter. An [`AssumeRoleInput`] can only
 //! be built through [`AssumeRoleInput::new`], which enforces every limit STS documents (names,
@@ -18,6 +19,8 @@ pub mod input;
 pub mod instance_connect;
 pub mod names;
 pub mod retry;
+pub mod revocation;
+pub mod role_policies;
 pub mod sdk;
 pub mod sts;
 
@@ -28,7 +31,9 @@ pub use self::input::{
     SendKeyParams, SessionTag,
 };
 pub use self::instance_connect::InstanceConnect;
-pub use self::names::{SessionName, SourceIdentity};
+pub use self::names::{PrincipalHash, SessionName, SourceIdentity};
+pub use self::revocation::{DenyPolicy, IamError, PolicyName, Removal, RolePolicies};
+pub use self::role_policies::IamRolePolicies;
 pub use self::sdk::SdkAws;
 pub use self::sts::StsAws;
 

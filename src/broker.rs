@@ -1,6 +1,6 @@
 //! The use cases, independent of HTTP: who am I, how to log in, which roles and SSH targets may I
-//! have, give me credentials, push my SSH key, reload the policy (and audit a TLS reload), is the
-//! service ready.
+//! have, give me credentials, push my SSH key, reload the policy (and audit a TLS reload), revoke
+//! a principal's sessions already issued (and sweep those revocations), is the service ready.
 //!
 //! Later use cases (break-glass) live here too. Each takes an already
 //! verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
@@ -11,6 +11,7 @@ mod credentials;
 mod grant;
 mod limit;
 mod reload;
+mod revoke;
 mod ssh;
 
 use std::sync::{Arc, RwLock};
@@ -20,8 +21,8 @@ use serde_json::json;
 
 use crate::api::{WellKnown, WellKnownIssuer, WhoAmI};
 use crate::audit::{Actor, AuditEvent, EventKind, Recorder};
-use crate::aws::Aws;
 pub use crate::aws::GRANT_TAG;
+use crate::aws::{Aws, RolePolicies};
 use crate::clock::SharedClock;
 use crate::config::{ProviderConfig, TokenKind};
 use crate::identity::Identity;
@@ -33,6 +34,10 @@ pub use credentials::SessionError;
 pub use grant::{MAX_REASON_BYTES, ReasonError, check_reason};
 pub use limit::{Admission, RateLimiter};
 pub use reload::{CertSummary, ReloadOutcome, TlsReload};
+pub use revoke::{
+    Revocation, RevocationCause, RevocationError, RevocationOrder, Revoker, RoleOutcome,
+    RoleRevocation, SweepReport,
+};
 pub use ssh::KEY_LIFETIME_SECS;
 
 /// Why a use case could not be carried out.
@@ -86,6 +91,14 @@ pub enum BrokerError {
     /// The request's `reason` is too long or not printable; nothing was decided.
     #[error(transparent)]
     ReasonInvalid(ReasonError),
+    /// Sessions are not yet revoked on some roles: IAM refused or failed, or the record could
+    /// not be written. The intent is stored and retried in the background; the deny is on the
+    /// other roles. Carries the whole outcome.
+    #[error("sessions are not yet revoked on {}; retrying in the background", .0.pending_list())]
+    RevocationIncomplete(Box<Revocation>),
+    /// A revocation order was refused before anything was written.
+    #[error(transparent)]
+    RevocationInvalid(RevocationError),
     /// The session could not be built from the caller's attributes (a tag would be invalid).
     #[error(transparent)]
     SessionInvalid(SessionError),
@@ -129,6 +142,7 @@ pub struct Broker {
     store: Arc<dyn Store>,
     auditor: Arc<dyn Recorder>,
     aws: Arc<dyn Aws>,
+    role_policies: Arc<dyn RolePolicies>,
     policy: RwLock<Arc<PolicySet>>,
     clock: SharedClock,
     limiter: RateLimiter,
@@ -144,6 +158,8 @@ pub struct Ports {
     pub auditor: Arc<dyn Recorder>,
     /// STS and EC2 Instance Connect.
     pub aws: Arc<dyn Aws>,
+    /// IAM's inline role policies, for session revocation.
+    pub role_policies: Arc<dyn RolePolicies>,
     /// The policy in force at start.
     pub policy: PolicySet,
     /// Time.
@@ -160,6 +176,7 @@ impl Broker {
             store: ports.store,
             auditor: ports.auditor,
             aws: ports.aws,
+            role_policies: ports.role_policies,
             policy: RwLock::new(Arc::new(ports.policy)),
             clock: ports.clock,
             limiter: RateLimiter::new(ports.grants_per_minute),

@@ -12,6 +12,7 @@ mod healthcheck;
 mod login;
 mod policy;
 mod preflight;
+mod revoke;
 mod server;
 mod ssh;
 mod targets;
@@ -71,6 +72,9 @@ enum Command {
     },
     /// List the roles and whether you may assume each, and why.
     Roles(whoami::RolesArgs),
+    /// Stop the AWS sessions a principal was already issued (offboarding): an inline deny
+    /// policy on every catalog role, or the roles named; `latchkey server` removes them later.
+    RevokeSessions(revoke::RevokeArgs),
     /// Run the broker.
     Server {
         /// The configuration file.
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => dev::run(*args).await,
             Command::Policy(cmd) => policy::run(cmd),
             Command::Preflight { config } => preflight::run(&config).await,
+            Command::RevokeSessions(args) => revoke::run(args).await,
             Command::Server { config } => server::run(&config).await,
             // Dispatched above, before any runtime starts.
             Command::Configure(_)

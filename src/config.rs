@@ -42,6 +42,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Break-glass notifications.
     pub notify: NotifyConfig,
+    /// How revoked sessions' deny policies are retried and removed.
+    pub revocation: RevocationConfig,
 }
 
 /// `[server]`.
@@ -193,6 +195,14 @@ pub struct NotifyConfig {
     pub delivery: Delivery,
 }
 
+/// `[revocation]`.
+#[derive(Debug, Clone)]
+pub struct RevocationConfig {
+    /// How often each replica's sweeper looks for deny policies to put again (after a failure)
+    /// or to remove (after the role's maximum session duration).
+    pub sweep_interval: Duration,
+}
+
 /// One problem in the configuration, with the key path it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -317,6 +327,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     let aws = root.table("aws");
     let policy = root.table("policy");
     let notify = root.table("notify");
+    let revocation = root.table("revocation");
     root.finish();
 
     let server = parse_server(server, base, issues);
@@ -326,6 +337,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     let aws = parse_aws(aws, issues);
     let policy = parse_policy(policy, base, issues);
     let notify = parse_notify(notify, issues);
+    let revocation = parse_revocation(revocation, issues);
     Some(Config {
         server: server?,
         store: store?,
@@ -334,6 +346,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
         aws: aws?,
         policy: policy?,
         notify: notify?,
+        revocation: revocation?,
     })
 }
 
@@ -869,6 +882,30 @@ fn check_webhook_url(text: &str) -> Result<Url, String> {
         _ => Err(format!("`{shown}` must use https")),
     }
 }
+
+fn parse_revocation(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<RevocationConfig> {
+    let mut f = Fields::new("revocation", table, issues);
+    let interval = f.optional::<ConfigDuration>("sweep_interval");
+    let sweep_interval = match interval {
+        Some(d) if !(MIN_SWEEP_INTERVAL..=MAX_SWEEP_INTERVAL).contains(&d.0) => {
+            f.error(
+                "revocation.sweep_interval".into(),
+                "must be between 1s and 1h".into(),
+            );
+            DEFAULT_SWEEP_INTERVAL
+        }
+        Some(d) => d.0,
+        None => DEFAULT_SWEEP_INTERVAL,
+    };
+    f.finish();
+    Some(RevocationConfig { sweep_interval })
+}
+
+/// The sweeper's default interval: a failed deny is retried (and an expired one removed) within
+/// about this long.
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// An issuer must be an absolute https URL without query or fragment. Plain http needs the
 /// provider's `dangerous_plain_http = true` AND a loopback IP literal (tests and the sandbox);

@@ -27,11 +27,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::audit::{
     Auditor, ChainKey, ChainStore, Sink, SinkConfig, check_chain_key, check_sink_continuity,
 };
-use crate::aws::Aws;
-use crate::aws::SdkAws;
+use crate::aws::{Aws, RolePolicies, SdkAws};
 use crate::broker::{Broker, Ports, ReloadOutcome, TlsReload};
 use crate::clock::SharedClock;
-use crate::config::{AuditSinkConfig, Config, ServerConfig};
+use crate::config::{AuditSinkConfig, AwsConfig, Config, ServerConfig};
 use crate::notify::Wakeup;
 use crate::notify::port::OutboxStore;
 use crate::oidc::{Authenticator, KeyStore};
@@ -123,6 +122,7 @@ pub struct Server {
     keys: Arc<KeyStore>,
     config: ServerConfig,
     policy_dir: std::path::PathBuf,
+    sweep_interval: std::time::Duration,
     tls: Option<tls::ServerTls>,
     metrics: Option<TcpListener>,
     notifier: Option<notifier::Notifier>,
@@ -165,30 +165,7 @@ impl Server {
                 wakeup.clone(),
             )?)
         };
-        let key = match &config.audit.hmac_key_file {
-            Some(path) => ChainKey::from_file(path).map_err(StartError::AuditKey)?,
-            None => ChainKey::Sha256,
-        };
-        let sink_config = match &config.audit.sink {
-            AuditSinkConfig::Stdout => SinkConfig::Stdout,
-            AuditSinkConfig::File(p) => SinkConfig::File(p.clone()),
-        };
-        // SECURITY: a chain written with another key (or none) must not be extended with this
-        // one: from there on it would verify with neither.
-        check_chain_key(store.as_ref(), &key)
-            .await
-            .map_err(StartError::AuditContinuity)?;
-        if let SinkConfig::File(path) = &sink_config {
-            // SECURITY: a store rewound below what the file already holds must not be appended to.
-            check_sink_continuity(store.as_ref(), path)
-                .await
-                .map_err(StartError::AuditContinuity)?;
-        }
-        let sink = Sink::open(&sink_config)
-            .await
-            .map_err(StartError::AuditSink)?;
-        let chain: Arc<dyn ChainStore> = Arc::clone(&store) as _;
-        let auditor = Arc::new(Auditor::new(chain, key, sink));
+        let auditor = open_auditor(config, &store).await?;
         let keys = Arc::new(KeyStore::new(&config.oidc.providers)?);
         keys.load_all().await;
         let auth = Arc::new(Authenticator::new(
@@ -197,24 +174,13 @@ impl Server {
             Arc::clone(&clock),
         ));
         let policy = PolicySet::load(&config.policy.dir)?;
-        let aws: Arc<dyn Aws> = if config.aws.dangerous_test_credentials {
-            // Loopback endpoints only (checked by config): never probe the real credential chain.
-            let dummy = aws_sdk_sts::config::Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "latchkey-test",
-            );
-            Arc::new(SdkAws::with_credentials(&config.aws, dummy).await)
-        } else {
-            Arc::new(SdkAws::new(&config.aws).await)
-        };
+        let (aws, role_policies) = aws_ports(&config.aws).await;
         let broker = Arc::new(Broker::new(Ports {
             providers: config.oidc.providers.clone(),
             store,
             auditor,
             aws,
+            role_policies,
             policy,
             clock,
             grants_per_minute: config.server.grants_per_minute,
@@ -228,6 +194,7 @@ impl Server {
             keys,
             config: config.server.clone(),
             policy_dir: config.policy.dir.clone(),
+            sweep_interval: config.revocation.sweep_interval,
             tls,
             metrics,
             notifier,
@@ -266,6 +233,16 @@ impl Server {
             let mut rx = stop_rx;
             let _ = rx.wait_for(|stop| *stop).await;
         }));
+        let sweeper = {
+            let mut stop = stop_tx.subscribe();
+            tokio::spawn(sweep_revocations(
+                Arc::clone(&self.state.broker),
+                self.sweep_interval,
+                async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                },
+            ))
+        };
         let reloader = tokio::spawn(reload_on_sighup(
             Arc::clone(&self.state.broker),
             self.policy_dir.clone(),
@@ -295,6 +272,7 @@ impl Server {
         listener::serve(listener, tls, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = refresher.await;
+        let _ = sweeper.await;
         if let Some(m) = metrics {
             let _ = m.await;
         }
@@ -304,6 +282,87 @@ impl Server {
             let _ = n.await;
         }
         reloader.abort();
+    }
+}
+
+/// The auditor of `[audit]` over `store`: the chain key, then (for a file sink) the check that
+/// the store is not behind the file, then the sink. `latchkey server` and the operator commands
+/// that append to the chain (`revoke-sessions`) open it alike.
+///
+/// # Errors
+///
+/// [`StartError::AuditKey`], [`StartError::AuditContinuity`] or [`StartError::AuditSink`].
+pub async fn open_auditor(
+    config: &Config,
+    store: &Arc<dyn crate::store::Store>,
+) -> Result<Arc<Auditor>, StartError> {
+    let key = match &config.audit.hmac_key_file {
+        Some(path) => ChainKey::from_file(path).map_err(StartError::AuditKey)?,
+        None => ChainKey::Sha256,
+    };
+    let sink_config = match &config.audit.sink {
+        AuditSinkConfig::Stdout => SinkConfig::Stdout,
+        AuditSinkConfig::File(p) => SinkConfig::File(p.clone()),
+    };
+    // SECURITY: a chain written with another key (or none) must not be extended with this one:
+    // from there on it would verify with neither.
+    check_chain_key(store.as_ref(), &key)
+        .await
+        .map_err(StartError::AuditContinuity)?;
+    if let SinkConfig::File(path) = &sink_config {
+        // SECURITY: a store rewound below what the file already holds must not be appended to.
+        check_sink_continuity(store.as_ref(), path)
+            .await
+            .map_err(StartError::AuditContinuity)?;
+    }
+    let sink = Sink::open(&sink_config)
+        .await
+        .map_err(StartError::AuditSink)?;
+    let chain: Arc<dyn ChainStore> = Arc::clone(store) as _;
+    Ok(Arc::new(Auditor::new(chain, key, sink)))
+}
+
+/// The broker's two AWS ports: STS and EC2 Instance Connect, and IAM's role policies, from one
+/// SDK configuration with the broker's own identity (or, against a loopback stand-in with
+/// `dangerous_test_credentials`, fixed dummy credentials, so the default chain never probes
+/// instance metadata).
+pub async fn aws_ports(config: &AwsConfig) -> (Arc<dyn Aws>, Arc<dyn RolePolicies>) {
+    let credentials = config.dangerous_test_credentials.then(|| {
+        aws_sdk_sts::config::Credentials::new("testing", "testing", None, None, "latchkey-test")
+    });
+    let (aws, role_policies) = SdkAws::with_role_policies(config, credentials).await;
+    (Arc::new(aws), Arc::new(role_policies))
+}
+
+/// Runs the revocation sweeper every `every` until `stop` resolves (a sweep in progress is
+/// dropped then: its rows stay leased until the lease ends, and are retried).
+async fn sweep_revocations(
+    broker: Arc<Broker>,
+    every: std::time::Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            swept = broker.sweep_revocations() => match swept {
+                Ok(report) if report != crate::broker::SweepReport::default() => {
+                    tracing::info!(
+                        revocation.applied = report.applied,
+                        revocation.removed = report.removed,
+                        revocation.abandoned = report.abandoned,
+                        revocation.failed = report.failed,
+                        "revocation sweep"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "revocation sweep failed; retrying"),
+            },
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Durable state behind one trait: the audit chain, the notification outbox, break-glass
-//! requests next.
+//! Durable state behind one trait: the audit chain, the notification outbox, session
+//! revocations ([`revocation`]), and break-glass requests next.
 //!
 //! Two backends implement [`Store`] with sqlx: SQLite (the default: one file, WAL, fully
 //! synchronous commits) and PostgreSQL (for several replicas). [`connect`] picks one by URL and
@@ -16,6 +16,7 @@
 pub mod chain;
 pub mod outbox;
 pub mod postgres;
+pub mod revocation;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -27,13 +28,14 @@ use crate::notify::port::{OutboxError, OutboxStore};
 
 pub use self::outbox::{insert_outbox_postgres, insert_outbox_sqlite};
 pub use self::postgres::PostgresStore;
+pub use self::revocation::{Due, RevocationRow, RevocationStore};
 pub use self::sqlite::SqliteStore;
 
 /// The persistence port. Object safe: the server holds an `Arc<dyn Store>`, and hands the
 /// audit side the same object as an `Arc<dyn ChainStore>` and the notification worker as an
-/// `Arc<dyn OutboxStore>`.
+/// `Arc<dyn OutboxStore>`. Session revocations are its [`RevocationStore`] side.
 #[async_trait::async_trait]
-pub trait Store: ChainStore + OutboxStore {
+pub trait Store: ChainStore + OutboxStore + RevocationStore {
     /// The backend's name: `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 

@@ -40,6 +40,8 @@ mod policy_ssh;
 mod preflight;
 #[path = "integration/replicas.rs"]
 mod replicas;
+#[path = "integration/revocation.rs"]
+mod revocation;
 #[path = "integration/sandbox.rs"]
 mod sandbox;
 #[path = "integration/server.rs"]

@@ -38,6 +38,23 @@ pub enum EventKind {
     /// The server started.
     #[serde(rename = "server.started")]
     ServerStarted,
+    /// A revocation that never got applied to a role was given up: every session it was to
+    /// stop has expired by now.
+    #[serde(rename = "sessions.revoke_abandoned")]
+    SessionsRevokeAbandoned,
+    /// The deny policy of a session revocation could not be put on a role; retried.
+    #[serde(rename = "sessions.revoke_failed")]
+    SessionsRevokeFailed,
+    /// The deny policy of a session revocation is on a role: the principal's sessions issued
+    /// before the revocation stop working.
+    #[serde(rename = "sessions.revoked")]
+    SessionsRevoked,
+    /// A revocation's deny policy could not be removed from a role; retried (the deny stays).
+    #[serde(rename = "sessions.unrevoke_failed")]
+    SessionsUnrevokeFailed,
+    /// A revocation's deny policy was removed once no session it denies could still be alive.
+    #[serde(rename = "sessions.unrevoked")]
+    SessionsUnrevoked,
     /// The policy allowed an SSH key push; written before EC2 Instance Connect is called.
     #[serde(rename = "ssh.authorized")]
     SshAuthorized,
@@ -63,7 +80,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in alphabetical order of its name.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::AuditRead,
         EventKind::CredentialsAuthorized,
         EventKind::CredentialsDenied,
@@ -73,6 +90,11 @@ impl EventKind {
         EventKind::PolicyReloadFailed,
         EventKind::PolicyReloaded,
         EventKind::ServerStarted,
+        EventKind::SessionsRevokeAbandoned,
+        EventKind::SessionsRevokeFailed,
+        EventKind::SessionsRevoked,
+        EventKind::SessionsUnrevokeFailed,
+        EventKind::SessionsUnrevoked,
         EventKind::SshAuthorized,
         EventKind::SshDenied,
         EventKind::SshFailed,
@@ -94,6 +116,11 @@ impl EventKind {
             EventKind::PolicyReloadFailed => "policy.reload_failed",
             EventKind::PolicyReloaded => "policy.reloaded",
             EventKind::ServerStarted => "server.started",
+            EventKind::SessionsRevokeAbandoned => "sessions.revoke_abandoned",
+            EventKind::SessionsRevokeFailed => "sessions.revoke_failed",
+            EventKind::SessionsRevoked => "sessions.revoked",
+            EventKind::SessionsUnrevokeFailed => "sessions.unrevoke_failed",
+            EventKind::SessionsUnrevoked => "sessions.unrevoked",
             EventKind::SshAuthorized => "ssh.authorized",
             EventKind::SshDenied => "ssh.denied",
             EventKind::SshFailed => "ssh.failed",

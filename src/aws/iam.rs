@@ -1,7 +1,7 @@
 //! The preflight adapter: [`IamPreflight`] asks STS who the broker is (`GetCallerIdentity`) and
 //! IAM what each catalog role looks like (`GetRole`), with the broker's own AWS identity and the
 //! same SDK configuration as the broker's STS and EC2 Instance Connect clients
-//! ([`super::sdk::sdk_config`]: region, endpoint override, credentials, timeouts, retries).
+//! (`sdk::sdk_config`: region, endpoint override, credentials, timeouts, retries).
 //!
 //! Read-only: nothing here changes IAM. The checks themselves are pure, in [`crate::preflight`].
 

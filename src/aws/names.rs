@@ -11,6 +11,8 @@
 //!
 //! The source identity is the sanitised readable user name first (so a long issuer URL never
 //! crowds it out), then `-` and 16 hex digits of SHA-256 of the principal `(issuer, subject)`.
+//! [`PrincipalHash`] is that suffix on its own, with the IAM patterns that match every source
+//! identity of one principal and no other's (session revocation matches on them).
 //!
 //! INVARIANT: two different ids never produce the same label, and two different principals never
 //! produce the same source identity (up to a 64-bit hash collision): verbatim labels never end in
@@ -69,7 +71,7 @@ impl SourceIdentity {
     /// The source identity of the principal `(issuer, subject)`, readable as `user` (a user name
     /// or verified email).
     pub fn for_principal(user: &str, issuer: &str, subject: &str) -> SourceIdentity {
-        let hash = principal_hash(issuer, subject);
+        let hash = PrincipalHash::of(issuer, subject).0;
         let slug = slug(user);
         let keep = MAX_LEN - HASH_HEX - 1;
         // `slug` is ASCII, so any byte index is a character boundary.
@@ -92,6 +94,41 @@ impl SourceIdentity {
 }
 
 impl fmt::Display for SourceIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The part of every [`SourceIdentity`] of one principal that identifies it: 16 hex digits of
+/// SHA-256 of `(issuer, subject)`, whatever readable name came before it.
+///
+/// INVARIANT: a source identity is either `<readable>-<hash>` or `<hash>` alone (nothing
+/// readable), its characters are name characters (never `*` or `?`), and the hash is always its
+/// last 16 characters. So the [`PrincipalHash::source_identity_patterns`] of one principal match
+/// every source identity of that principal, under any readable name, and none of another's
+/// (up to a 64-bit hash collision): a match needs the same last 16 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PrincipalHash(String);
+
+impl PrincipalHash {
+    /// The hash of the principal `(issuer, subject)`.
+    pub fn of(issuer: &str, subject: &str) -> PrincipalHash {
+        PrincipalHash(principal_hash(issuer, subject))
+    }
+
+    /// The 16 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// IAM `StringLike` patterns that match exactly this principal's source identities:
+    /// `*-<hash>` (a readable name first) and `<hash>` (nothing readable was left).
+    pub fn source_identity_patterns(&self) -> [String; 2] {
+        [format!("*-{}", self.0), self.0.clone()]
+    }
+}
+
+impl fmt::Display for PrincipalHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -371,6 +408,101 @@ mod tests {
                 .len(),
             16
         );
+    }
+
+    /// IAM's `StringLike`: `*` any run of characters, `?` one character, the rest literal.
+    fn string_like(pattern: &str, text: &str) -> bool {
+        match pattern.chars().next() {
+            None => text.is_empty(),
+            Some('*') => {
+                let rest = &pattern[1..];
+                (0..=text.len())
+                    .filter(|i| text.is_char_boundary(*i))
+                    .any(|i| string_like(rest, &text[i..]))
+            }
+            Some(p) => text.chars().next().is_some_and(|t| {
+                (p == '?' || p == t) && string_like(&pattern[p.len_utf8()..], &text[t.len_utf8()..])
+            }),
+        }
+    }
+
+    fn matches_any(hash: &PrincipalHash, identity: &SourceIdentity) -> bool {
+        hash.source_identity_patterns()
+            .iter()
+            .any(|p| string_like(p, identity.as_str()))
+    }
+
+    #[test]
+    fn the_patterns_of_a_principal_match_its_source_identities_under_any_name() {
+        let hash = PrincipalHash::of(ISSUER, "u1");
+        assert_eq!(
+            hash.source_identity_patterns(),
+            [format!("*-{hash}"), hash.to_string()]
+        );
+        assert_eq!(hash.as_str().len(), 16);
+        assert!(
+            hash.as_str()
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        );
+        for name in samples() {
+            let identity = SourceIdentity::for_principal(&name, ISSUER, "u1");
+            assert!(matches_any(&hash, &identity), "{name:?}: {identity}");
+            assert!(identity.as_str().ends_with(hash.as_str()), "{identity}");
+        }
+        // The email changed between two grants: the same person, the same match.
+        assert!(matches_any(
+            &hash,
+            &SourceIdentity::for_principal("alice@new.example.com", ISSUER, "u1")
+        ));
+    }
+
+    #[test]
+    fn the_patterns_of_a_principal_never_match_another_principal() {
+        let alice = PrincipalHash::of(ISSUER, "alice");
+        let victim = SourceIdentity::for_principal("alice", ISSUER, "alice");
+        let mut others = Vec::new();
+        for name in samples() {
+            for (issuer, subject) in [
+                (ISSUER, "bob"),
+                (ISSUER, "alice "),
+                (ISSUER, "Alice"),
+                (LONG_ISSUER.as_str(), "alice"),
+                ("https://login.example.com/", "alice"),
+                ("", "https://login.example.comalice"),
+            ] {
+                others.push(SourceIdentity::for_principal(&name, issuer, subject));
+            }
+            // Names chosen to look like Alice's: her whole identity, her hash, her pattern.
+            for chosen in [
+                victim.as_str().to_owned(),
+                alice.as_str().to_owned(),
+                format!("x-{alice}"),
+                format!("{alice}-{alice}"),
+                format!("*-{alice}"),
+                format!("{name}-{alice}"),
+            ] {
+                others.push(SourceIdentity::for_principal(&chosen, ISSUER, "mallory"));
+            }
+        }
+        for other in &others {
+            assert!(
+                !matches_any(&alice, other),
+                "{other} matched alice's patterns"
+            );
+        }
+        assert!(matches_any(&alice, &victim));
+    }
+
+    #[test]
+    fn string_like_reads_iam_wildcards() {
+        assert!(string_like("*-ab", "x-ab"));
+        assert!(string_like("*-ab", "-ab"));
+        assert!(!string_like("*-ab", "ab"));
+        assert!(!string_like("*-ab", "x-abc"));
+        assert!(string_like("a?c", "abc"));
+        assert!(string_like("ab", "ab"));
+        assert!(!string_like("ab", "xab"));
     }
 
     #[test]

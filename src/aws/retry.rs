@@ -38,6 +38,10 @@ impl Backoff {
     /// audit records on both sides of it.
     pub const INSTANCE_CONNECT: Backoff = Backoff::STS;
 
+    /// The policy for IAM (revocation policies, `GetRole`): STS's. No request waits on it for
+    /// long: a revocation's few calls per role, or the background sweeper's.
+    pub const IAM: Backoff = Backoff::STS;
+
     /// The wait before the next attempt, after `attempts` attempts were throttled and `elapsed`
     /// time has passed since the first began; `jitter` is uniformly random over `u32`.
     ///

@@ -22,6 +22,7 @@ use aws_sdk_sts::operation::RequestId;
 
 use super::instance_connect::InstanceConnect;
 use super::retry::Backoff;
+use super::role_policies::IamRolePolicies;
 use super::sts::StsAws;
 use super::{AssumeRoleInput, Aws, AwsError, IssuedCredentials, PushedKey, SendKeyInput};
 use crate::config::AwsConfig;
@@ -34,25 +35,26 @@ pub struct SdkAws {
 }
 
 impl SdkAws {
-    /// An adapter whose own credentials come from aws-config's default chain.
-    pub async fn new(config: &AwsConfig) -> SdkAws {
-        SdkAws::load(config, None).await
+    /// This adapter and the revocation adapter ([`IamRolePolicies`]) over one SDK configuration,
+    /// so the broker resolves its own credentials once: from aws-config's default chain, or
+    /// `credentials` when given (tests and the sandbox against moto, where any key is accepted).
+    pub async fn with_role_policies(
+        config: &AwsConfig,
+        credentials: Option<Credentials>,
+    ) -> (SdkAws, IamRolePolicies) {
+        let sdk_config = sdk_config(config, credentials, &Backoff::STS).await;
+        (
+            SdkAws::from_sdk(&sdk_config),
+            IamRolePolicies::from_sdk(&sdk_config, Backoff::IAM),
+        )
     }
 
-    /// An adapter that signs with fixed credentials instead of the default chain (tests, and the
-    /// sandbox against moto, where any key is accepted).
-    pub async fn with_credentials(config: &AwsConfig, credentials: Credentials) -> SdkAws {
-        SdkAws::load(config, Some(credentials)).await
-    }
-
-    async fn load(config: &AwsConfig, credentials: Option<Credentials>) -> SdkAws {
-        // One configuration (one credential chain) for both clients; their backoffs agree on the
-        // attempt timeout it carries.
-        let backoff = Backoff::STS;
-        let sdk_config = sdk_config(config, credentials, &backoff).await;
+    fn from_sdk(sdk_config: &SdkConfig) -> SdkAws {
+        // One configuration (one credential chain) for every client; their backoffs agree on
+        // the attempt timeout it carries.
         SdkAws {
-            sts: StsAws::from_sdk(&sdk_config, backoff),
-            instance_connect: InstanceConnect::from_sdk(&sdk_config, Backoff::INSTANCE_CONNECT),
+            sts: StsAws::from_sdk(sdk_config, Backoff::STS),
+            instance_connect: InstanceConnect::from_sdk(sdk_config, Backoff::INSTANCE_CONNECT),
         }
     }
 }
@@ -73,7 +75,7 @@ impl Aws for SdkAws {
 }
 
 /// Runs one AWS call (retries included) and records its latency and error class.
-async fn measured<T>(
+pub(super) async fn measured<T>(
     api: &'static str,
     call: impl Future<Output = Result<T, AwsError>>,
 ) -> Result<T, AwsError> {
@@ -325,12 +327,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_clients_can_share_one_sdk_configuration() {
-        // `SdkAws` builds one configuration, with STS's attempt timeout, for both clients.
+    fn every_client_can_share_one_sdk_configuration() {
+        // `SdkAws` builds one configuration, with STS's attempt timeout, for every client.
         assert_eq!(
             Backoff::STS.attempt_timeout,
             Backoff::INSTANCE_CONNECT.attempt_timeout
         );
+        assert_eq!(Backoff::STS.attempt_timeout, Backoff::IAM.attempt_timeout);
     }
 
     #[test]

@@ -315,7 +315,7 @@ pub(super) fn printable(s: &str) -> String {
 }
 
 /// A short random grant id: 16 hex characters.
-fn short_id() -> String {
+pub(super) fn short_id() -> String {
     uuid::Uuid::new_v4()
         .simple()
         .to_string()

@@ -70,6 +70,7 @@ async fn broker_at(
         store,
         auditor: Arc::new(recorder),
         aws: Arc::clone(&aws) as Arc<dyn Aws>,
+        role_policies: Arc::new(crate::aws::revocation::FakeRolePolicies::default()),
         policy: PolicySet::load(&dir).unwrap(),
         clock: Arc::clone(&clock) as SharedClock,
         grants_per_minute: 60,

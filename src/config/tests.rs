@@ -649,3 +649,23 @@ fn the_example_notify_section_documents_the_defaults() {
     assert!(EXAMPLE.contains("# url = \"https://hooks.slack.com/services/"));
     assert!(EXAMPLE.contains("# format = \"slack\""));
 }
+
+#[test]
+fn the_revocation_sweep_interval_defaults_and_is_bounded() {
+    let c = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert_eq!(c.revocation.sweep_interval, Duration::from_secs(30));
+    let with = |value: &str| format!("{}\n[revocation]\nsweep_interval = {value}\n", plain(""));
+    let c = Config::from_toml(&with("\"1s\""), base(), &no_env()).unwrap();
+    assert_eq!(c.revocation.sweep_interval, Duration::from_secs(1));
+    for bad in ["\"0s\"", "\"2h\"", "\"soon\""] {
+        let err = Config::from_toml(&with(bad), base(), &no_env()).unwrap_err();
+        let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["revocation.sweep_interval"], "{bad}: {err}");
+    }
+    let env = vec![(
+        "LATCHKEY_REVOCATION__SWEEP_INTERVAL".to_owned(),
+        "5m".to_owned(),
+    )];
+    let c = Config::from_toml(&plain(""), base(), &env).unwrap();
+    assert_eq!(c.revocation.sweep_interval, Duration::from_secs(300));
+}

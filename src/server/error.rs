@@ -190,6 +190,20 @@ impl ApiError {
                     "Invalid reason",
                     Some(e.to_string()),
                 ),
+                // The revocation is stored and retried in the background, and applied on the
+                // other roles; the caller learns which roles are not covered yet.
+                BrokerError::RevocationIncomplete(_) => s(
+                    S::SERVICE_UNAVAILABLE,
+                    "revocation_incomplete",
+                    "Sessions not yet revoked everywhere",
+                    Some(b.to_string()),
+                ),
+                BrokerError::RevocationInvalid(e) => s(
+                    S::BAD_REQUEST,
+                    "revocation_invalid",
+                    "Invalid revocation",
+                    Some(e.to_string()),
+                ),
                 BrokerError::SessionInvalid(d) => s(
                     S::UNPROCESSABLE_ENTITY,
                     "session_invalid",

@@ -201,6 +201,7 @@ attributes = ["department"]
         store: Arc::clone(&store),
         auditor: Arc::new(Auditor::new(chain, ChainKey::Sha256, sink)),
         aws: Arc::clone(&aws) as Arc<dyn Aws>,
+        role_policies: Arc::new(crate::aws::revocation::FakeRolePolicies::default()),
         policy: PolicySet::load(policies.path()).unwrap(),
         clock: Arc::clone(&shared),
         grants_per_minute: config.server.grants_per_minute,
@@ -852,3 +853,55 @@ async fn pushes_and_credentials_share_the_principals_rate() {
 }
 
 const NOW: i64 = 1_900_000_000;
+
+#[tokio::test]
+async fn revocation_errors_say_which_roles_are_not_covered() {
+    use crate::broker::{BrokerError, Revocation, RevocationError, RoleOutcome, RoleRevocation};
+    use axum::response::IntoResponse;
+    let answer = |e: BrokerError| async move {
+        let response = super::ApiError::Broker(e).into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice::<Value>(&body).unwrap())
+    };
+    let (status, body) = answer(BrokerError::RevocationInvalid(
+        RevocationError::UnknownRole("nope".into()),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "revocation_invalid");
+    assert_eq!(body["detail"], "no role `nope` in the catalog");
+
+    let now = chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+    let role = |name: &str, outcome| RoleRevocation {
+        role: name.into(),
+        role_arn: format!("arn:aws:iam::123456789012:role/latchkey/{name}"),
+        outcome,
+    };
+    let revocation = Revocation {
+        id: "0123456789abcdef".into(),
+        principal: "https://idp#alice".into(),
+        policy_name: "latchkey-revoke-x".into(),
+        source_identity_patterns: ["*-x".into(), "x".into()],
+        issued_before: now,
+        roles: vec![
+            role("readonly", RoleOutcome::Applied { remove_after: now }),
+            role(
+                "prod-admin",
+                RoleOutcome::Pending {
+                    error: "AccessDenied".into(),
+                    retry_at: now,
+                },
+            ),
+        ],
+    };
+    let (status, body) = answer(BrokerError::RevocationIncomplete(Box::new(revocation))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["code"], "revocation_incomplete");
+    assert_eq!(
+        body["detail"],
+        "sessions are not yet revoked on `prod-admin`; retrying in the background"
+    );
+}
