@@ -2,6 +2,7 @@
 //! (`LATCHKEY_TEST_PG_URL` overrides it). Each story runs once per backend; every PostgreSQL run
 //! gets its own schema (`harness::pg`), dropped afterwards, so concurrent runs never meet.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -544,6 +545,30 @@ async fn a_server_refuses_a_store_behind_its_sink_file(db: &TestDb) {
         "{}",
         started.canonical
     );
+
+    // The same store under an HMAC key: refused, nothing appended (the chain is plain SHA-256).
+    let keyed = dir.path().join("keyed.toml");
+    let key_file = dir.path().join("chain.key");
+    std::fs::write(&key_file, "k".repeat(48)).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "sink = \"file:audit.jsonl\"\n",
+        "sink = \"file:audit.jsonl\"\nhmac_key_file = \"chain.key\"\n",
+        1,
+    );
+    std::fs::write(&keyed, text).unwrap();
+    let head = store.audit_head().await.unwrap();
+    let (code, out) = run_server_to_exit(&keyed, dir.path(), "keyed");
+    eprintln!("server start under another chain key:\n{out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "the audit store's newest record (seq {}) was not hashed with this server's chain key (hmac-sha256",
+            head.seq
+        )),
+        "{out}"
+    );
+    assert_eq!(store.audit_head().await.unwrap(), head, "nothing appended");
 
     // More traffic, copied to the same sink file, then the store is rewound below it.
     let sink_path = dir.path().join("audit.jsonl");
