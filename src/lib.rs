@@ -18,6 +18,7 @@
 pub mod api;
 pub mod audit;
 pub mod aws;
+pub mod breakglass;
 pub mod broker;
 pub mod cli;
 pub mod client;

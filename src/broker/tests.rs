@@ -93,6 +93,7 @@ fn alice() -> Identity {
         issued_at: 1_899_999_990,
         expires_at: 1_900_000_600,
         readable_name: "alice@example.com".into(),
+        device_flow: false,
     }
 }
 
