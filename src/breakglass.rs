@@ -211,9 +211,6 @@ pub enum Refusal {
     /// This person approved the request already; it counts once.
     #[error("you approved this request already; each person counts once")]
     AlreadyApproved,
-    /// The approver saw a different request than the one stored.
-    #[error("the request differs from the one you reviewed; look at it again")]
-    DigestMismatch,
     /// The login comes from the device flow, which the issuer marks and approvals refuse.
     #[error(
         "approvals need a login in the browser on this machine, not the device flow; run `latchkey login`"
@@ -268,6 +265,30 @@ pub enum Refusal {
     /// The ticket is missing, malformed or does not match the role's pattern.
     #[error(transparent)]
     Ticket(TicketError),
+}
+
+// === impl Refusal ===
+
+impl Refusal {
+    /// The stable code of the refusal, as the API answers it and the audit records it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::AlreadyDecided { .. } => "already_decided",
+            Refusal::AlreadyApproved => "already_approved",
+            Refusal::DeviceFlow => "device_flow_refused",
+            Refusal::Duration { .. } => "duration_invalid",
+            Refusal::EmergencyNotAllowed { .. } => "emergency_not_allowed",
+            Refusal::MfaRequired => "mfa_required",
+            Refusal::NotRequester => "not_requester",
+            Refusal::NotRequestable { .. } => "not_requestable",
+            Refusal::NotReviewable => "not_reviewable",
+            Refusal::ReasonRequired => "reason_required",
+            Refusal::SelfApproval => "self_approval",
+            Refusal::StaleLogin { .. } => "stale_login",
+            Refusal::Tampered => "request_tampered",
+            Refusal::Ticket(_) => "ticket_invalid",
+        }
+    }
 }
 
 // === impl Person ===
@@ -459,18 +480,17 @@ impl Request {
         })
     }
 
-    /// `approver` approves at `now`, having seen the request with digest `seen` (when the
-    /// client says). The request becomes active when this is the last approval needed.
+    /// `approver` approves at `now`; the approval binds to the request's digest. The request
+    /// becomes active when this is the last approval needed.
     ///
     /// # Errors
     ///
     /// [`Refusal::Tampered`], [`Refusal::SelfApproval`], [`Refusal::AlreadyDecided`],
-    /// [`Refusal::StaleLogin`], [`Refusal::MfaRequired`], [`Refusal::DeviceFlow`],
-    /// [`Refusal::DigestMismatch`] or [`Refusal::AlreadyApproved`].
+    /// [`Refusal::StaleLogin`], [`Refusal::MfaRequired`], [`Refusal::DeviceFlow`] or
+    /// [`Refusal::AlreadyApproved`].
     pub fn approve(
         &self,
         approver: &Identity,
-        seen: Option<&str>,
         comment: Option<&str>,
         fresh: &Freshness,
         now: DateTime<Utc>,
@@ -482,9 +502,6 @@ impl Request {
         }
         self.expect(State::Pending, now)?;
         fresh.check(approver, now)?;
-        if seen.is_some_and(|s| s != self.digest) {
-            return Err(Refusal::DigestMismatch);
-        }
         let person = Person::of(approver);
         if self.approvals.iter().any(|a| a.approver == person) {
             return Err(Refusal::AlreadyApproved);

@@ -1,8 +1,8 @@
 //! The use cases, independent of HTTP: who am I, how to log in, which roles and SSH targets may I
-//! have, give me credentials, push my SSH key, reload the policy, is the service ready.
+//! have, give me credentials, push my SSH key, ask for and approve break-glass access, reload
+//! the policy, is the service ready.
 //!
-//! Later use cases (break-glass) live here too. Each takes an already
-//! verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
+//! Each takes an already verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
 //! audits first through a [`Recorder`], and fails closed when the audit cannot be written.
 
 mod audit_read;
@@ -10,6 +10,7 @@ mod credentials;
 mod grant;
 mod limit;
 mod reload;
+mod requests;
 mod ssh;
 
 use std::sync::{Arc, RwLock};
@@ -21,9 +22,11 @@ use crate::api::{WellKnown, WellKnownIssuer, WhoAmI};
 use crate::audit::{Actor, AuditEvent, EventKind, Recorder};
 use crate::aws::Aws;
 pub use crate::aws::GRANT_TAG;
+use crate::breakglass::Refusal;
 use crate::clock::SharedClock;
-use crate::config::{ProviderConfig, TokenKind};
+use crate::config::{BreakglassConfig, ProviderConfig, TokenKind};
 use crate::identity::Identity;
+use crate::notify::Webhook;
 use crate::policy::{DurationError, PolicySet, Reason};
 use crate::ssh::KeyError;
 use crate::store::Store;
@@ -32,6 +35,7 @@ pub use credentials::SessionError;
 pub use grant::{MAX_REASON_BYTES, ReasonError, check_reason};
 pub use limit::{Admission, RateLimiter};
 pub use reload::ReloadOutcome;
+pub use requests::{Operation, RequestQuery, RequestQueryError, parse_request_query};
 pub use ssh::KEY_LIFETIME_SECS;
 
 /// Why a use case could not be carried out.
@@ -40,6 +44,9 @@ pub enum BrokerError {
     /// The audit record could not be written durably, so nothing was done.
     #[error("the audit log is unavailable")]
     AuditUnavailable,
+    /// The break-glass state machine refused the operation; nothing changed.
+    #[error(transparent)]
+    BreakGlass(Refusal),
     /// The policy denied the request.
     #[error("denied")]
     Denied {
@@ -73,6 +80,12 @@ pub enum BrokerError {
     /// The target's instance cannot take pushed keys.
     #[error("the instance does not support ec2 instance connect")]
     InstanceUnsupported,
+    /// The person may not approve (deny, revoke, review) requests for the role.
+    #[error("you may not approve requests for this role")]
+    NotApprover {
+        /// Why, from the policy.
+        reasons: Vec<Reason>,
+    },
     /// The public key is not one latchkey pushes; nothing was decided or recorded.
     #[error(transparent)]
     PublicKeyInvalid(KeyError),
@@ -81,6 +94,18 @@ pub enum BrokerError {
     RateLimited {
         /// Whole seconds until the next request may pass.
         retry_after_secs: u64,
+    },
+    /// The break-glass request kept changing under the operation; nothing was done.
+    #[error("the request is being changed by others; try again")]
+    RequestBusy,
+    /// No break-glass request has this id.
+    #[error("no such request")]
+    RequestNotFound,
+    /// The requester already has an open (pending or active) request for the role.
+    #[error("you already have an open request `{id}` for this role")]
+    RequestOpen {
+        /// Its id.
+        id: String,
     },
     /// The request's `reason` is too long or not printable; nothing was decided.
     #[error(transparent)]
@@ -100,6 +125,14 @@ pub enum BrokerError {
     /// STS did not answer in time, throttled, or failed.
     #[error("sts is unavailable")]
     StsUnavailable,
+    /// The active break-glass request's window has less than STS's shortest session left.
+    #[error("the break-glass window closes at {window_ends_at}, too soon for a session")]
+    WindowClosing {
+        /// The request.
+        request_id: String,
+        /// When its window ends (RFC 3339).
+        window_ends_at: String,
+    },
 }
 
 /// Where a request came from, for the audit record.
@@ -131,6 +164,8 @@ pub struct Broker {
     policy: RwLock<Arc<PolicySet>>,
     clock: SharedClock,
     limiter: RateLimiter,
+    breakglass: BreakglassConfig,
+    webhooks: Vec<Webhook>,
 }
 
 /// The ports a [`Broker`] is built from.
@@ -149,6 +184,11 @@ pub struct Ports {
     pub clock: SharedClock,
     /// Grant requests one principal may make per minute (`[server] grants_per_minute`).
     pub grants_per_minute: u32,
+    /// Who may approve break-glass requests (`[breakglass]`).
+    pub breakglass: BreakglassConfig,
+    /// Where every break-glass change is posted (none by default); each change inserts one
+    /// outbox row per webhook in its own transaction.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Broker {
@@ -162,6 +202,8 @@ impl Broker {
             policy: RwLock::new(Arc::new(ports.policy)),
             clock: ports.clock,
             limiter: RateLimiter::new(ports.grants_per_minute),
+            breakglass: ports.breakglass,
+            webhooks: ports.webhooks,
         }
     }
 

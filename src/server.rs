@@ -94,6 +94,15 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/ssh/keys", axum::routing::post(routes::ssh_keys))
         .route("/v1/targets", get(routes::targets))
         .route("/v1/audit", get(routes::audit))
+        .route(
+            "/v1/requests",
+            get(routes::list_requests).post(routes::create_request),
+        )
+        .route("/v1/requests/{id}", get(routes::get_request))
+        .route(
+            "/v1/requests/{id}/{operation}",
+            axum::routing::post(routes::change_request),
+        )
         .fallback(routes::not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -187,6 +196,8 @@ impl Server {
             policy,
             clock,
             grants_per_minute: config.server.grants_per_minute,
+            breakglass: config.breakglass.clone(),
+            webhooks: Vec::new(),
         }));
         broker
             .record_start()

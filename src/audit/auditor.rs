@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::port::{ChainStore, ChainStoreError};
+use super::port::{ChainStore, ChainStoreError, LinkedWrite};
 use super::sink::{self, Sink, SinkError, SinkTail};
 use super::verify::{Verification, Verifier};
 use super::{AuditEvent, AuditRecord, CanonicalError, CanonicalEvent, ChainKey, ChainParams};
@@ -20,6 +20,19 @@ pub trait Recorder: Send + Sync + 'static {
     ///
     /// Any error means nothing was recorded: the caller must fail closed.
     async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError>;
+
+    /// Commits `write` and appends `event` in the same transaction, then copies the record to
+    /// the sink like [`Recorder::append`]. `Ok(None)`: the change did not apply (its
+    /// compare-and-swap missed) and nothing was recorded.
+    ///
+    /// # Errors
+    ///
+    /// Any error means neither the change nor the record was committed: fail closed.
+    async fn append_with(
+        &self,
+        event: AuditEvent,
+        write: &dyn LinkedWrite,
+    ) -> Result<Option<AuditRecord>, AuditError>;
 
     /// How this recorder hashes the chain, for the `server.started` declaration.
     fn params(&self) -> ChainParams;
@@ -114,7 +127,38 @@ impl Auditor {
         let appended = self.store.append_audit(&canonical, &self.key).await;
         crate::metrics::audit_append(started.elapsed(), appended.is_ok());
         let record = appended.map_err(AuditError::Unavailable)?;
-        if let Err(err) = self.sink.write(&record).await {
+        self.copy_to_sink(&record).await;
+        Ok(record)
+    }
+
+    /// Commits `write` together with `event` (one transaction in the store), then writes the
+    /// record's sink line. `Ok(None)` when the write's compare-and-swap missed: nothing was
+    /// committed and nothing is written to the sink.
+    ///
+    /// # Errors
+    ///
+    /// As [`Auditor::append`]: nothing was committed, neither the change nor its record.
+    pub async fn append_with(
+        &self,
+        event: AuditEvent,
+        write: &dyn LinkedWrite,
+    ) -> Result<Option<AuditRecord>, AuditError> {
+        let canonical = CanonicalEvent::new(event)?;
+        // INVARIANT: the same order lock as `append`, so sink lines stay in `seq` order.
+        let _order = self.order.lock().await;
+        let started = std::time::Instant::now();
+        let committed = write.commit(&canonical, &self.key).await;
+        crate::metrics::audit_append(started.elapsed(), committed.is_ok());
+        let record = committed.map_err(AuditError::Unavailable)?;
+        if let Some(record) = &record {
+            self.copy_to_sink(record).await;
+        }
+        Ok(record)
+    }
+
+    /// Writes `record`'s sink line; a failure is logged, as the store already holds it.
+    async fn copy_to_sink(&self, record: &AuditRecord) {
+        if let Err(err) = self.sink.write(record).await {
             tracing::error!(
                 audit.seq = record.seq,
                 error = %err,
@@ -122,7 +166,6 @@ impl Auditor {
                 record.seq
             );
         }
-        Ok(record)
     }
 
     /// Verifies the whole chain in the store with this auditor's key.
@@ -140,6 +183,14 @@ impl Auditor {
 impl Recorder for Auditor {
     async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
         Auditor::append(self, event).await
+    }
+
+    async fn append_with(
+        &self,
+        event: AuditEvent,
+        write: &dyn LinkedWrite,
+    ) -> Result<Option<AuditRecord>, AuditError> {
+        Auditor::append_with(self, event, write).await
     }
 
     fn params(&self) -> ChainParams {

@@ -98,14 +98,22 @@ pub fn store(
     key: &CacheKey<'_>,
     credentials: CredentialsResponse,
 ) -> Result<Entry, ClientError> {
-    let expires_at = chrono::DateTime::parse_from_rfc3339(&credentials.expiration)
-        .map_err(|_| {
-            ClientError::Other(format!(
-                "the server sent an expiration that is not RFC 3339: `{}`",
-                super::sanitize(&credentials.expiration)
-            ))
-        })?
-        .timestamp();
+    let parse = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp())
+            .map_err(|_| {
+                ClientError::Other(format!(
+                    "the server sent a time that is not RFC 3339: `{}`",
+                    super::sanitize(text)
+                ))
+            })
+    };
+    let mut expires_at = parse(&credentials.expiration)?;
+    // SECURITY: credentials issued through a break-glass request are never served from the
+    // cache past the request's window, whatever their own expiration says.
+    if let Some(end) = &credentials.window_ends_at {
+        expires_at = expires_at.min(parse(end)?);
+    }
     let entry = Entry {
         expires_at,
         credentials,
@@ -156,6 +164,8 @@ mod tests {
             grant_id: "g".into(),
             source_identity: "alice".into(),
             session_name: "alice".into(),
+            request_id: None,
+            window_ends_at: None,
         }
     }
 

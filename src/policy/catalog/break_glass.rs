@@ -272,8 +272,7 @@ fn compile(text: &str) -> Result<regex::Regex, String> {
             let first = e.to_string();
             let line = first
                 .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
+                .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("invalid")
                 .trim()
                 .to_owned();
