@@ -124,6 +124,7 @@ pub struct Server {
     policy_dir: std::path::PathBuf,
     tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Option<TcpListener>,
+    sweep_interval: std::time::Duration,
 }
 
 impl Server {
@@ -210,6 +211,7 @@ impl Server {
             policy_dir: config.policy.dir.clone(),
             tls,
             metrics,
+            sweep_interval: config.breakglass.sweep_interval,
         })
     }
 
@@ -243,6 +245,16 @@ impl Server {
             Arc::clone(&self.state.broker),
             self.policy_dir.clone(),
         ));
+        let sweeper = {
+            let mut stop = stop_tx.subscribe();
+            tokio::spawn(sweep(
+                Arc::clone(&self.state.broker),
+                self.sweep_interval,
+                async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                },
+            ))
+        };
         let metrics = self.metrics.map(|l| {
             let mut stop = stop_tx.subscribe();
             tokio::spawn(serve_metrics(l, self.config.clone(), async move {
@@ -260,6 +272,7 @@ impl Server {
         listener::serve(listener, self.tls, app, limits, shutdown).await;
         let _ = stop_tx.send(true);
         let _ = refresher.await;
+        let _ = sweeper.await;
         if let Some(m) = metrics {
             let _ = m.await;
         }
@@ -293,6 +306,30 @@ async fn serve_metrics(
         shutdown_grace: std::time::Duration::from_secs(1),
     };
     listener::serve(listener, None, app, limits, shutdown).await;
+}
+
+/// Expires break-glass requests past their deadline every `interval` until `stop` resolves.
+/// Every replica runs one: each expiry is a compare-and-swap, so a request is expired once,
+/// by whichever replica gets there first. A failed sweep is logged and tried again next time.
+async fn sweep(
+    broker: Arc<Broker>,
+    interval: std::time::Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut stop = std::pin::pin!(stop);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        match broker.expire_due().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(expired = n, "break-glass sweep"),
+            Err(e) => tracing::warn!(error = %e, "break-glass sweep failed; trying again later"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
