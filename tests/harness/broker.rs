@@ -36,6 +36,8 @@ pub struct BrokerOptions {
     pub policy_dir: PathBuf,
     /// Extra lines appended to each `[[oidc.provider]]` table.
     pub provider_extra: String,
+    /// Extra tables (such as `[breakglass]`) appended at the end of the configuration.
+    pub extra: String,
 }
 
 impl BrokerOptions {
@@ -48,6 +50,7 @@ impl BrokerOptions {
             aws_endpoint: None,
             policy_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
             provider_extra: String::new(),
+            extra: String::new(),
         }
     }
 
@@ -100,6 +103,7 @@ pub fn write_config(dir: &Path, opts: &BrokerOptions, listen: &str) -> PathBuf {
             text.push_str("dangerous_plain_http = true\n");
         }
     }
+    text.push_str(&opts.extra);
     let path = dir.join("latchkey.toml");
     std::fs::write(&path, text).unwrap();
     path
