@@ -47,7 +47,10 @@ impl Api {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
@@ -236,12 +239,11 @@ async fn the_full_flow_on_postgresql_clamps_the_session_to_the_window_and_tags_i
     let (status, active) = api.act(&p.frank, &id, "approve").await;
     assert_eq!(status, 200, "{active}");
     assert_eq!(active["state"], "active");
-    let approved_at = chrono::DateTime::parse_from_rfc3339(
-        active["approvals"][1]["at"].as_str().unwrap(),
-    )
-    .unwrap();
-    let ends = chrono::DateTime::parse_from_rfc3339(active["window_ends_at"].as_str().unwrap())
-        .unwrap();
+    let approved_at =
+        chrono::DateTime::parse_from_rfc3339(active["approvals"][1]["at"].as_str().unwrap())
+            .unwrap();
+    let ends =
+        chrono::DateTime::parse_from_rfc3339(active["window_ends_at"].as_str().unwrap()).unwrap();
     // The window starts at the last approval.
     assert_eq!((ends - approved_at).num_seconds(), 1200);
 
@@ -260,7 +262,10 @@ async fn the_full_flow_on_postgresql_clamps_the_session_to_the_window_and_tags_i
     );
     let sent = tags(call);
     assert_eq!(sent.get("latchkey-request"), Some(&id));
-    assert_eq!(sent.get("latchkey-ticket").map(String::as_str), Some("INC-4711"));
+    assert_eq!(
+        sent.get("latchkey-ticket").map(String::as_str),
+        Some("INC-4711")
+    );
     assert!(sent.contains_key("latchkey-grant"), "{sent:?}");
     let keys = transitive(call);
     assert!(
@@ -268,8 +273,8 @@ async fn the_full_flow_on_postgresql_clamps_the_session_to_the_window_and_tags_i
             && keys.contains(&"latchkey-ticket".to_owned()),
         "{keys:?}"
     );
-    let expiration = chrono::DateTime::parse_from_rfc3339(creds["expiration"].as_str().unwrap())
-        .unwrap();
+    let expiration =
+        chrono::DateTime::parse_from_rfc3339(creds["expiration"].as_str().unwrap()).unwrap();
     assert!(expiration <= ends, "{expiration} is past the window {ends}");
 
     // With less than STS's 15 minutes left, the answer says so.
@@ -281,7 +286,11 @@ async fn the_full_flow_on_postgresql_clamps_the_session_to_the_window_and_tags_i
     )
     .await;
     let (status, body) = api.credentials(&p.grace).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("window_closing")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("window_closing")),
+        "{body}"
+    );
 
     // The window ends; the sweeper expires the request; credentials are refused.
     pg_exec(
@@ -302,7 +311,11 @@ async fn the_full_flow_on_postgresql_clamps_the_session_to_the_window_and_tags_i
     .await;
     assert!(expired.is_some(), "the sweeper did not expire the request");
     let (status, body) = api.credentials(&p.grace).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("denied")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("denied")),
+        "{body}"
+    );
     assert_eq!(moto.assume_role_calls().await.len(), calls.len());
 
     let audit = std::fs::read_to_string(broker.dir.path().join("audit.jsonl")).unwrap();
@@ -318,7 +331,10 @@ async fn the_full_flow_on_postgresql_clamps_the_session_to_the_window_and_tags_i
     }
     let issued = records(&audit, "credentials.issued");
     assert_eq!(issued.len(), 1);
-    assert_eq!(issued[0]["details"]["break_glass"]["request_id"], id.as_str());
+    assert_eq!(
+        issued[0]["details"]["break_glass"]["request_id"],
+        id.as_str()
+    );
     let (code, out) = verify(&pg.url);
     assert_eq!(code, 0, "{out}");
 }
@@ -350,7 +366,12 @@ async fn self_approval_outsiders_repeats_stale_and_device_logins_and_decided_req
     );
     for outsider in [&p.carol, &p.bob] {
         let refused = api.act(outsider, &id, "approve").await;
-        assert_eq!(code(&refused), (403, "not_approver".into()), "{}", refused.1);
+        assert_eq!(
+            code(&refused),
+            (403, "not_approver".into()),
+            "{}",
+            refused.1
+        );
     }
     let stale = logged_in_an_hour_ago(&p.dave).await;
     assert_eq!(
@@ -422,7 +443,10 @@ async fn self_approval_outsiders_repeats_stale_and_device_logins_and_decided_req
         (403, "denied".into())
     );
     let (status, _) = api
-        .get("/v1/requests/7f0e9a56-1c1b-4bd4-9a53-1b8f3c2d9e10", &p.grace)
+        .get(
+            "/v1/requests/7f0e9a56-1c1b-4bd4-9a53-1b8f3c2d9e10",
+            &p.grace,
+        )
         .await;
     assert_eq!(status, 404);
     let (status, body) = api.get("/v1/requests?state=open", &p.grace).await;
@@ -445,7 +469,10 @@ async fn self_approval_outsiders_repeats_stale_and_device_logins_and_decided_req
         "duration_invalid",
         "denied",
     ] {
-        assert!(refused.iter().any(|c| c == expected), "{expected}: {refused:?}");
+        assert!(
+            refused.iter().any(|c| c == expected),
+            "{expected}: {refused:?}"
+        );
     }
     assert_eq!(records(&audit, "request.expired").len(), 1);
 }
@@ -463,7 +490,11 @@ fn emergency_policies() -> tempfile::TempDir {
     let catalog = dir.path().join("catalog.toml");
     let text = std::fs::read_to_string(&catalog).unwrap();
     assert!(text.contains("emergency = false"));
-    std::fs::write(&catalog, text.replace("emergency = false", "emergency = true")).unwrap();
+    std::fs::write(
+        &catalog,
+        text.replace("emergency = false", "emergency = true"),
+    )
+    .unwrap();
     dir
 }
 
@@ -482,7 +513,10 @@ async fn an_emergency_activates_at_once_and_waits_for_someone_elses_review() {
     no_ticket["emergency"] = json!(true);
     no_ticket.as_object_mut().unwrap().remove("ticket");
     let (status, body) = api.ask(&p.grace, no_ticket).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("ticket_invalid")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("ticket_invalid"))
+    );
 
     let mut emergency = prod_admin(Some(3600));
     emergency["emergency"] = json!(true);
@@ -509,13 +543,19 @@ async fn an_emergency_activates_at_once_and_waits_for_someone_elses_review() {
     assert_eq!(outsider["requests"], json!([]));
 
     let (status, body) = api.act(&p.grace, &id, "review").await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("self_approval")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("self_approval"))
+    );
     let (status, reviewed) = api.act(&p.dave, &id, "review").await;
     assert_eq!(status, 200, "{reviewed}");
     assert_eq!(reviewed["needs_review"], false);
     assert_eq!(reviewed["state"], "active");
     let (status, body) = api.act(&p.frank, &id, "review").await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("not_reviewable")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("not_reviewable"))
+    );
 
     // An approver revokes it: no new credentials from then on.
     let (status, revoked) = api.act(&p.frank, &id, "revoke").await;
@@ -583,7 +623,10 @@ async fn two_servers_on_one_postgresql_activate_each_request_exactly_once() {
     let mut per: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (event, canonical) in &rows {
         let v: Value = serde_json::from_str(canonical).unwrap();
-        let id = v["target"]["request_id"].as_str().unwrap_or_default().to_owned();
+        let id = v["target"]["request_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         *per.entry((id, event.clone())).or_default() += 1;
     }
     for id in &ids {
@@ -673,7 +716,10 @@ async fn outbox_and_compare_and_swap_story(url: &str, dir: &Path) {
             clock: Arc::new(latchkey::clock::SystemClock),
             grants_per_minute: 60,
             breakglass: latchkey::config::BreakglassConfig::default(),
-            webhooks: vec![hook("https://hooks.example.com/a"), hook("http://127.0.0.1:9/b")],
+            webhooks: vec![
+                hook("https://hooks.example.com/a"),
+                hook("http://127.0.0.1:9/b"),
+            ],
         })
     };
     let store = connect(url).await.unwrap();
@@ -808,14 +854,18 @@ impl latchkey::aws::Aws for NoAws {
         &self,
         _: &latchkey::aws::AssumeRoleInput,
     ) -> Result<latchkey::aws::IssuedCredentials, latchkey::aws::AwsError> {
-        Err(latchkey::aws::AwsError::Unavailable("not in this test".into()))
+        Err(latchkey::aws::AwsError::Unavailable(
+            "not in this test".into(),
+        ))
     }
 
     async fn send_ssh_public_key(
         &self,
         _: &latchkey::aws::SendKeyInput,
     ) -> Result<latchkey::aws::PushedKey, latchkey::aws::AwsError> {
-        Err(latchkey::aws::AwsError::Unavailable("not in this test".into()))
+        Err(latchkey::aws::AwsError::Unavailable(
+            "not in this test".into(),
+        ))
     }
 }
 
@@ -885,7 +935,11 @@ async fn the_cli_asks_approves_and_gets_credentials_only_through_an_active_reque
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_owned();
-    assert!(stderr(&out).contains("pending, 0 of 2 approvals"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pending, 0 of 2 approvals"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains(&format!("latchkey approve {id}")));
 
     let out = grace.run(&["approve", &id]).await;
@@ -909,6 +963,66 @@ async fn the_cli_asks_approves_and_gets_credentials_only_through_an_active_reque
     assert!(out.status.success(), "{}", stderr(&out));
     let out = dave.run(&["requests", "--mine"]).await;
     assert!(!stdout(&out).contains(&id), "{}", stdout(&out));
-    let out = grace.run(&["requests", "--mine", "--state", "revoked"]).await;
+    let out = grace
+        .run(&["requests", "--mine", "--state", "revoked"])
+        .await;
     assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn in_the_sandbox_grace_asks_and_dave_and_frank_approve_from_their_own_shells() {
+    use crate::harness::sandbox::DevSandbox;
+    let moto = Moto::start().await;
+    let sandbox = DevSandbox::start_with_aws("grace", &moto.endpoint()).await;
+    let grace = CliHome::new();
+    let login = grace
+        .login_device_flow(&sandbox.url, &sandbox.ca, "-")
+        .await;
+    assert!(login.status.success(), "{}", stderr(&login));
+    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/dev-users.toml");
+    let approver = |name: &'static str| {
+        let sandbox = &sandbox;
+        let users = users.clone();
+        async move {
+            let home = CliHome::new();
+            let out = home
+                .cmd(&["dev", "login", name, "--server", &sandbox.url])
+                .arg("--state-dir")
+                .arg(sandbox.state.path())
+                .arg("--users")
+                .arg(&users)
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            home
+        }
+    };
+    let (dave, frank) = (approver("dave").await, approver("frank").await);
+
+    let out = grace
+        .run(&[
+            "request",
+            "prod-admin",
+            "--reason",
+            "checkout is down",
+            "--ticket",
+            "INC-4711",
+            "--duration",
+            "1h",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    for home in [&dave, &frank] {
+        let out = home.run(&["approve", &id]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = dave.run(&["requests", "--state", "active"]).await;
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+    let out = grace.run(&["credentials", "--role", "prod-admin"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = moto.assume_role_calls().await;
+    let sent = tags(&calls.last().unwrap().all);
+    assert_eq!(sent.get("latchkey-request"), Some(&id));
 }
