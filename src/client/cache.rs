@@ -200,4 +200,32 @@ mod tests {
         assert_ne!(other.path(&dir), key.path(&dir));
         assert_eq!(clear(&dir).unwrap(), 2, "the entry and its lock");
     }
+
+    #[test]
+    fn credentials_of_a_break_glass_window_are_never_served_past_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("latchkey");
+        let key = CacheKey {
+            server: "https://a",
+            principal: "https://idp#grace",
+            role: "prod-admin",
+            duration_seconds: None,
+        };
+        drop(lock(&dir, &key).unwrap());
+        let mut c = creds("2030-01-01T01:00:00Z");
+        c.window_ends_at = Some("2030-01-01T00:30:00Z".into());
+        let e = store(&dir, &key, c).unwrap();
+        assert_eq!(
+            e.expires_at, 1_893_457_800,
+            "the window's end, not the expiration"
+        );
+        assert!(
+            read_fresh(&dir, &key, e.expires_at - 300)
+                .unwrap()
+                .is_none()
+        );
+        let mut bad = creds("2030-01-01T01:00:00Z");
+        bad.window_ends_at = Some("soon".into());
+        assert!(store(&dir, &key, bad).is_err());
+    }
 }

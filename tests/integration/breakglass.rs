@@ -921,8 +921,9 @@ async fn the_cli_asks_approves_and_gets_credentials_only_through_an_active_reque
         stderr(&out)
     );
 
-    let out = grace
-        .run(&[
+    // `--wait` prints the id at once, then waits for the approvals.
+    let mut waiting = grace
+        .cmd(&[
             "request",
             "prod-admin",
             "--reason",
@@ -931,16 +932,20 @@ async fn the_cli_asks_approves_and_gets_credentials_only_through_an_active_reque
             "INC-77",
             "--duration",
             "1h",
+            "--wait",
         ])
-        .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let id = stdout(&out).trim().to_owned();
-    assert!(
-        stderr(&out).contains("pending, 0 of 2 approvals"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(stderr(&out).contains(&format!("latchkey approve {id}")));
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout_lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        waiting.stdout.take().unwrap(),
+    ));
+    let id = tokio::time::timeout(Duration::from_secs(30), stdout_lines.next_line())
+        .await
+        .expect("the CLI prints the id")
+        .unwrap()
+        .expect("an id line");
 
     let out = grace.run(&["approve", &id]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -953,6 +958,18 @@ async fn the_cli_asks_approves_and_gets_credentials_only_through_an_active_reque
     let out = frank.run(&["approve", &id]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("active until"), "{}", stdout(&out));
+    let waited = tokio::time::timeout(Duration::from_secs(30), waiting.wait_with_output())
+        .await
+        .expect("--wait ends once the request is decided")
+        .unwrap();
+    let progress = stderr(&waited);
+    assert_eq!(waited.status.code(), Some(0), "{progress}");
+    assert!(progress.contains("pending, 0 of 2 approvals"), "{progress}");
+    assert!(
+        progress.contains(&format!("latchkey approve {id}")),
+        "{progress}"
+    );
+    assert!(progress.contains("active until"), "{progress}");
 
     let out = grace.run(&["credentials", "--role", "prod-admin"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
