@@ -95,6 +95,7 @@ fn identity() -> Identity {
         issued_at: 0,
         expires_at: 0,
         readable_name: "alice".into(),
+        device_flow: false,
     }
 }
 

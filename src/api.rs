@@ -101,6 +101,13 @@ pub struct CredentialsResponse {
     pub source_identity: String,
     /// The RoleSessionName.
     pub session_name: String,
+    /// For credentials issued through an active break-glass request: its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// For credentials issued through an active break-glass request: when its window ends
+    /// (`expiration` is never later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ends_at: Option<String>,
 }
 
 impl std::fmt::Debug for CredentialsResponse {
@@ -132,12 +139,121 @@ pub struct RoleStatus {
     pub description: Option<String>,
     /// Longest session, in seconds.
     pub max_duration_seconds: u64,
-    /// `allowed` or `denied`.
+    /// `allowed`, `requestable` (a break-glass request would be needed, and the caller may
+    /// make one) or `denied`.
     pub status: String,
     /// Why, for a person.
     pub reasons: Vec<String>,
     /// The policies that decided.
     pub determining_policies: Vec<String>,
+    /// How to ask for the role, when the caller may request it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestHint>,
+    /// The caller's active break-glass request for the role, when it is allowed through one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_request: Option<ActiveRequest>,
+}
+
+/// How to ask for a requestable role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestHint {
+    /// Distinct approvals by other people the request needs.
+    pub approvals_required: u32,
+    /// The longest window that may be asked for (the default), in seconds.
+    pub max_window_seconds: u64,
+    /// How long a request waits for its approvals, in seconds.
+    pub request_ttl_seconds: u64,
+    /// The pattern a ticket must match in full; a ticket is required when there is one.
+    pub ticket_pattern: Option<String>,
+    /// Whether the role allows emergency self-activation.
+    pub emergency: bool,
+    /// The command that asks, for a person.
+    pub command: String,
+}
+
+/// An active break-glass request through which a role is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRequest {
+    /// The request's id.
+    pub id: String,
+    /// When its window ends.
+    pub window_ends_at: String,
+}
+
+/// `POST /v1/requests`: ask for break-glass access to a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequest {
+    /// The role's catalog name.
+    pub role: String,
+    /// Why (required; at most 1 KiB of printable text).
+    pub reason: String,
+    /// The grant window, in seconds; the role's `max_window` when absent.
+    #[serde(default)]
+    pub duration_seconds: Option<u32>,
+    /// The incident or change ticket; required where the role has a `ticket_pattern`, and for
+    /// an emergency.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// Activate at once, flagged for review (only where the role allows it).
+    #[serde(default)]
+    pub emergency: bool,
+}
+
+/// `POST /v1/requests/{id}/approve|deny|cancel|revoke|review`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDecision {
+    /// What the person deciding says (at most 1 KiB of printable text).
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// A break-glass request, as every request endpoint answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    /// The request's id.
+    pub id: String,
+    /// The role asked for.
+    pub role: String,
+    /// Who asked: `issuer#subject`.
+    pub requester: String,
+    /// `pending`, `active`, `denied`, `cancelled`, `revoked` or `expired`.
+    pub state: String,
+    /// Why.
+    pub reason: String,
+    /// The ticket, if any.
+    pub ticket: Option<String>,
+    /// The grant window asked for, in seconds.
+    pub duration_seconds: u32,
+    /// The approvals so far, in the order they landed.
+    pub approvals: Vec<ApprovalView>,
+    /// Distinct approvals needed.
+    pub approvals_required: u32,
+    /// An emergency activation nobody else has reviewed yet.
+    pub needs_review: bool,
+    /// When it was asked.
+    pub created_at: String,
+    /// When it expires if still pending.
+    pub expires_at: String,
+    /// When an active request's window ends.
+    pub window_ends_at: Option<String>,
+}
+
+/// One approval of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    /// Who approved: `issuer#subject`.
+    pub principal: String,
+    /// When.
+    pub at: String,
+}
+
+/// `GET /v1/requests`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestList {
+    /// The requests.
+    pub requests: Vec<RequestView>,
 }
 
 /// `POST /v1/ssh/keys`: push a public key to one instance of a target for 60 seconds.

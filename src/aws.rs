@@ -27,8 +27,8 @@ pub mod sts;
 use std::fmt;
 
 pub use self::input::{
-    AssumeRoleInput, AssumeRoleParams, GRANT_TAG, InputError, RESERVED_TAG_KEYS, SendKeyInput,
-    SendKeyParams, SessionTag,
+    AssumeRoleInput, AssumeRoleParams, GRANT_TAG, InputError, REQUEST_TAG, RESERVED_TAG_KEYS,
+    SendKeyInput, SendKeyParams, SessionTag, TICKET_TAG,
 };
 pub use self::instance_connect::InstanceConnect;
 pub use self::names::{PrincipalHash, SessionName, SourceIdentity};

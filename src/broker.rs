@@ -1,9 +1,9 @@
 //! The use cases, independent of HTTP: who am I, how to log in, which roles and SSH targets may I
-//! have, give me credentials, push my SSH key, reload the policy (and audit a TLS reload), revoke
-//! a principal's sessions already issued (and sweep those revocations), is the service ready.
+//! have, give me credentials, push my SSH key, ask for and approve break-glass access, reload
+//! the policy (and audit a TLS reload), revoke a principal's sessions already issued (and sweep
+//! those revocations), is the service ready.
 //!
-//! Later use cases (break-glass) live here too. Each takes an already
-//! verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
+//! Each takes an already verified [`Identity`]; none parses tokens or speaks HTTP. Whatever the broker hands out, it
 //! audits first through a [`Recorder`], and fails closed when the audit cannot be written.
 
 mod audit_read;
@@ -11,6 +11,7 @@ mod credentials;
 mod grant;
 mod limit;
 mod reload;
+mod requests;
 mod revoke;
 mod ssh;
 
@@ -23,9 +24,11 @@ use crate::api::{WellKnown, WellKnownIssuer, WhoAmI};
 use crate::audit::{Actor, AuditEvent, EventKind, Recorder};
 pub use crate::aws::GRANT_TAG;
 use crate::aws::{Aws, RolePolicies};
+use crate::breakglass::Refusal;
 use crate::clock::SharedClock;
-use crate::config::{ProviderConfig, TokenKind};
+use crate::config::{BreakglassConfig, ProviderConfig, TokenKind};
 use crate::identity::Identity;
+use crate::notify::{Wakeup, Webhook};
 use crate::policy::{DurationError, PolicySet, Reason};
 use crate::ssh::KeyError;
 use crate::store::Store;
@@ -34,6 +37,7 @@ pub use credentials::SessionError;
 pub use grant::{MAX_REASON_BYTES, ReasonError, check_reason};
 pub use limit::{Admission, RateLimiter};
 pub use reload::{CertSummary, ReloadOutcome, TlsReload};
+pub use requests::{Operation, RequestQuery, RequestQueryError, parse_request_query};
 pub use revoke::{
     Revocation, RevocationCause, RevocationError, RevocationOrder, Revoker, RoleOutcome,
     RoleRevocation, SweepReport,
@@ -46,6 +50,9 @@ pub enum BrokerError {
     /// The audit record could not be written durably, so nothing was done.
     #[error("the audit log is unavailable")]
     AuditUnavailable,
+    /// The break-glass state machine refused the operation; nothing changed.
+    #[error(transparent)]
+    BreakGlass(Refusal),
     /// The policy denied the request.
     #[error("denied")]
     Denied {
@@ -79,6 +86,12 @@ pub enum BrokerError {
     /// The target's instance cannot take pushed keys.
     #[error("the instance does not support ec2 instance connect")]
     InstanceUnsupported,
+    /// The person may not approve (deny, revoke, review) requests for the role.
+    #[error("you may not approve requests for this role")]
+    NotApprover {
+        /// Why, from the policy.
+        reasons: Vec<Reason>,
+    },
     /// The public key is not one latchkey pushes; nothing was decided or recorded.
     #[error(transparent)]
     PublicKeyInvalid(KeyError),
@@ -87,6 +100,18 @@ pub enum BrokerError {
     RateLimited {
         /// Whole seconds until the next request may pass.
         retry_after_secs: u64,
+    },
+    /// The break-glass request kept changing under the operation; nothing was done.
+    #[error("the request is being changed by others; try again")]
+    RequestBusy,
+    /// No break-glass request has this id.
+    #[error("no such request")]
+    RequestNotFound,
+    /// The requester already has an open (pending or active) request for the role.
+    #[error("you already have an open request `{id}` for this role")]
+    RequestOpen {
+        /// Its id.
+        id: String,
     },
     /// The request's `reason` is too long or not printable; nothing was decided.
     #[error(transparent)]
@@ -114,6 +139,14 @@ pub enum BrokerError {
     /// STS did not answer in time, throttled, or failed.
     #[error("sts is unavailable")]
     StsUnavailable,
+    /// The active break-glass request's window has less than STS's shortest session left.
+    #[error("the break-glass window closes at {window_ends_at}, too soon for a session")]
+    WindowClosing {
+        /// The request.
+        request_id: String,
+        /// When its window ends (RFC 3339).
+        window_ends_at: String,
+    },
 }
 
 /// Where a request came from, for the audit record.
@@ -146,6 +179,9 @@ pub struct Broker {
     policy: RwLock<Arc<PolicySet>>,
     clock: SharedClock,
     limiter: RateLimiter,
+    breakglass: BreakglassConfig,
+    webhooks: Vec<Webhook>,
+    wakeup: Wakeup,
 }
 
 /// The ports a [`Broker`] is built from.
@@ -166,6 +202,14 @@ pub struct Ports {
     pub clock: SharedClock,
     /// Grant requests one principal may make per minute (`[server] grants_per_minute`).
     pub grants_per_minute: u32,
+    /// Who may approve break-glass requests (`[breakglass]`).
+    pub breakglass: BreakglassConfig,
+    /// Where every break-glass change is posted (none by default); each change inserts one
+    /// outbox row per webhook in its own transaction.
+    pub webhooks: Vec<Webhook>,
+    /// Woken after each commit that wrote outbox rows, so the notification worker sends them
+    /// at once instead of at its next poll.
+    pub wakeup: Wakeup,
 }
 
 impl Broker {
@@ -180,6 +224,9 @@ impl Broker {
             policy: RwLock::new(Arc::new(ports.policy)),
             clock: ports.clock,
             limiter: RateLimiter::new(ports.grants_per_minute),
+            breakglass: ports.breakglass,
+            webhooks: ports.webhooks,
+            wakeup: ports.wakeup,
         }
     }
 

@@ -12,6 +12,7 @@ mod healthcheck;
 mod login;
 mod policy;
 mod preflight;
+mod requests;
 mod revoke;
 mod server;
 mod ssh;
@@ -39,9 +40,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Approve someone else's break-glass request.
+    Approve(requests::DecideArgs),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Cancel your own pending break-glass request.
+    Cancel(requests::DecideArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -49,6 +54,8 @@ enum Command {
     Configure(configure::ConfigureArgs),
     /// Print temporary AWS credentials for a role as `credential_process` JSON.
     Credentials(credentials::RoleArgs),
+    /// Deny someone else's pending break-glass request.
+    Deny(requests::DecideArgs),
     /// The local development sandbox (loopback only; never for production).
     Dev(Box<dev::DevArgs>),
     /// Print shell lines that export temporary AWS credentials for a role.
@@ -70,6 +77,14 @@ enum Command {
         #[arg(long, env = "LATCHKEY_CONFIG")]
         config: PathBuf,
     },
+    /// Ask for break-glass access to a role that others must approve.
+    Request(requests::RequestArgs),
+    /// List break-glass requests, newest first.
+    Requests(requests::RequestsArgs),
+    /// Review someone else's emergency activation.
+    Review(requests::DecideArgs),
+    /// Revoke an active break-glass request: no more credentials are issued for it.
+    Revoke(requests::DecideArgs),
     /// List the roles and whether you may assume each, and why.
     Roles(whoami::RolesArgs),
     /// Stop the AWS sessions a principal was already issued (offboarding): an inline deny
@@ -99,6 +114,13 @@ pub fn main() -> ExitCode {
     // The engineer's commands run without the server's multi-threaded runtime; `credentials`
     // on a cache hit starts no runtime at all.
     let command = match cli.command {
+        Command::Approve(args) => return requests::run_decide(requests::Decide::Approve, args),
+        Command::Cancel(args) => return requests::run_decide(requests::Decide::Cancel, args),
+        Command::Deny(args) => return requests::run_decide(requests::Decide::Deny, args),
+        Command::Request(args) => return requests::run_request(args),
+        Command::Requests(args) => return requests::run_requests(args),
+        Command::Review(args) => return requests::run_decide(requests::Decide::Review, args),
+        Command::Revoke(args) => return requests::run_decide(requests::Decide::Revoke, args),
         Command::Configure(args) => return configure::run(args),
         Command::Credentials(args) => return credentials::run_credentials(args),
         Command::Env(args) => return credentials::run_env(args),
@@ -137,7 +159,14 @@ pub fn main() -> ExitCode {
             Command::RevokeSessions(args) => revoke::run(args).await,
             Command::Server { config } => server::run(&config).await,
             // Dispatched above, before any runtime starts.
-            Command::Configure(_)
+            Command::Approve(_)
+            | Command::Cancel(_)
+            | Command::Deny(_)
+            | Command::Request(_)
+            | Command::Requests(_)
+            | Command::Review(_)
+            | Command::Revoke(_)
+            | Command::Configure(_)
             | Command::Credentials(_)
             | Command::Env(_)
             | Command::Exec(_)

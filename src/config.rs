@@ -44,6 +44,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// How revoked sessions' deny policies are retried and removed.
     pub revocation: RevocationConfig,
+    /// Who may approve break-glass requests, and how often expiry is checked.
+    pub breakglass: BreakglassConfig,
 }
 
 /// `[server]`.
@@ -145,6 +147,11 @@ pub struct ProviderConfig {
     /// The scopes `latchkey login` asks for besides `openid`; `None`: those of the default set
     /// that the issuer's discovery lists.
     pub cli_scopes: Option<Vec<String>>,
+    /// `amr` values this issuer puts only in tokens from the device flow (none by default:
+    /// OIDC defines no such mark).
+    pub device_flow_amr: Vec<String>,
+    /// `acr` values this issuer gives only to logins through the device flow.
+    pub device_flow_acr: Vec<String>,
 }
 
 /// When a token's `email` claim counts (`email_verified` in `[[oidc.provider]]`).
@@ -201,6 +208,27 @@ pub struct RevocationConfig {
     /// How often each replica's sweeper looks for deny policies to put again (after a failure)
     /// or to remove (after the role's maximum session duration).
     pub sweep_interval: Duration,
+}
+
+/// `[breakglass]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakglassConfig {
+    /// An approver (or reviewer) must have logged in at most this long ago.
+    pub approver_max_auth_age: Duration,
+    /// An approver (or reviewer) must have logged in with a second factor.
+    pub approver_requires_mfa: bool,
+    /// How often each replica looks for requests to expire.
+    pub sweep_interval: Duration,
+}
+
+impl Default for BreakglassConfig {
+    fn default() -> Self {
+        Self {
+            approver_max_auth_age: Duration::from_secs(15 * 60),
+            approver_requires_mfa: true,
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// One problem in the configuration, with the key path it concerns.
@@ -328,6 +356,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     let policy = root.table("policy");
     let notify = root.table("notify");
     let revocation = root.table("revocation");
+    let breakglass = root.table("breakglass");
     root.finish();
 
     let server = parse_server(server, base, issues);
@@ -338,6 +367,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
     let policy = parse_policy(policy, base, issues);
     let notify = parse_notify(notify, issues);
     let revocation = parse_revocation(revocation, issues);
+    let breakglass = parse_breakglass(breakglass, issues);
     Some(Config {
         server: server?,
         store: store?,
@@ -347,6 +377,7 @@ fn parse_root(table: Table, base: &Path, issues: &mut Vec<ConfigIssue>) -> Optio
         policy: policy?,
         notify: notify?,
         revocation: revocation?,
+        breakglass: breakglass?,
     })
 }
 
@@ -616,6 +647,8 @@ fn parse_provider(
     let session_name_claim: Option<String> = f.optional("session_name_claim");
     let cli_scopes: Option<Vec<String>> = f.optional("cli_scopes");
     let plain_http: bool = f.optional("dangerous_plain_http").unwrap_or(false);
+    let device_flow_amr: Option<Vec<String>> = f.optional("device_flow_amr");
+    let device_flow_acr: Option<Vec<String>> = f.optional("device_flow_acr");
 
     let issuer = issuer.and_then(|i| match check_issuer(&i, plain_http) {
         Ok(()) => Some(i),
@@ -714,6 +747,8 @@ fn parse_provider(
         email_verified: email_verified?,
         session_name_claim,
         cli_scopes,
+        device_flow_amr: device_flow_amr.unwrap_or_default(),
+        device_flow_acr: device_flow_acr.unwrap_or_default(),
     })
 }
 
@@ -749,6 +784,46 @@ fn parse_aws(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<AwsConfig> {
         region: region.unwrap_or_else(|| "us-east-1".to_owned()),
         endpoint_url: endpoint_url?,
         dangerous_test_credentials: test_credentials && loopback,
+    })
+}
+
+fn parse_breakglass(table: Table, issues: &mut Vec<ConfigIssue>) -> Option<BreakglassConfig> {
+    let mut f = Fields::new("breakglass", table, issues);
+    let max_auth_age = f.optional::<ConfigDuration>("approver_max_auth_age");
+    let requires_mfa: Option<bool> = f.optional("approver_requires_mfa");
+    let sweep_interval = f.optional::<ConfigDuration>("sweep_interval");
+    let defaults = BreakglassConfig::default();
+    let mut within = |key: &str, v: Option<ConfigDuration>, default: Duration, max: &str| {
+        let max_secs = parse_duration(max).map_or(0, |d| d.as_secs());
+        match v {
+            None => Some(default),
+            Some(d) if d.0.is_zero() || d.0.as_secs() > max_secs => {
+                f.error(
+                    f.path_of(key),
+                    format!("must be longer than 0s and at most {max}"),
+                );
+                None
+            }
+            Some(d) => Some(d.0),
+        }
+    };
+    let approver_max_auth_age = within(
+        "approver_max_auth_age",
+        max_auth_age,
+        defaults.approver_max_auth_age,
+        "24h",
+    );
+    let sweep_interval = within(
+        "sweep_interval",
+        sweep_interval,
+        defaults.sweep_interval,
+        "1h",
+    );
+    f.finish();
+    Some(BreakglassConfig {
+        approver_max_auth_age: approver_max_auth_age?,
+        approver_requires_mfa: requires_mfa.unwrap_or(defaults.approver_requires_mfa),
+        sweep_interval: sweep_interval?,
     })
 }
 

@@ -44,6 +44,11 @@ pub struct Identity {
     /// The name for session names, as [`map_claims`] chose it; read it with
     /// [`Identity::readable_name`].
     pub readable_name: String,
+    /// Whether the token shows a login through the device flow, by the provider's
+    /// `device_flow_amr` or `device_flow_acr`. `false` also when the issuer does not say: OIDC
+    /// defines no such mark, so this is only as good as the issuer's configuration.
+    #[serde(default)]
+    pub device_flow: bool,
 }
 
 /// A kept attribute's value.
@@ -121,7 +126,9 @@ pub fn map_claims(
     };
     let acr = optional_string(claims, "acr")?;
     let mfa = amr.iter().any(|m| provider.mfa_amr.contains(m))
-        || acr.is_some_and(|a| provider.mfa_acr.contains(&a));
+        || acr.as_ref().is_some_and(|a| provider.mfa_acr.contains(a));
+    let device_flow = amr.iter().any(|m| provider.device_flow_amr.contains(m))
+        || acr.is_some_and(|a| provider.device_flow_acr.contains(&a));
     let auth_time = match claims.get("auth_time") {
         None => None,
         Some(v) => Some(numeric_date(v).ok_or_else(|| shape("auth_time", "must be a number"))?),
@@ -137,6 +144,7 @@ pub fn map_claims(
         issued_at,
         expires_at,
         readable_name,
+        device_flow,
     })
 }
 
@@ -301,6 +309,8 @@ mod tests {
             email_verified: EmailVerified::Require,
             session_name_claim: "preferred_username".into(),
             cli_scopes: None,
+            device_flow_amr: Vec::new(),
+            device_flow_acr: Vec::new(),
         }
     }
 
@@ -511,5 +521,23 @@ mod tests {
         assert_eq!(map_with(claims, &by_email).readable_name(), "u");
         let claims = json!({"sub": "u", "email": "a@example.com", "email_verified": true});
         assert_eq!(map_with(claims, &by_email).readable_name(), "a@example.com");
+    }
+
+    #[test]
+    fn a_device_flow_login_shows_only_where_the_issuer_marks_it() {
+        let claims = json!({"sub": "u1", "amr": ["pwd", "mfa"], "acr": "urn:idp:loa:device"});
+        // By default nothing marks the device flow: OIDC defines no such claim.
+        assert!(!map_with(claims.clone(), &provider("groups")).device_flow);
+        let by_acr = ProviderConfig {
+            device_flow_acr: vec!["urn:idp:loa:device".into()],
+            ..provider("groups")
+        };
+        assert!(map_with(claims.clone(), &by_acr).device_flow);
+        let by_amr = ProviderConfig {
+            device_flow_amr: vec!["device".into()],
+            ..provider("groups")
+        };
+        assert!(!map_with(claims, &by_amr).device_flow);
+        assert!(map_with(json!({"sub": "u1", "amr": ["device", "pwd"]}), &by_amr).device_flow);
     }
 }

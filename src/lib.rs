@@ -4,7 +4,8 @@
 //!
 //! Crate map (see ARCHITECTURE.md):
 //! - pure core, no network or database: [`identity`], [`oidc::verify`], [`oidc::jwks`], [`preflight`],
-//!   [`config`] parsing, [`audit`]'s chain, [`ssh`] (public keys and OS user names);
+//!   [`config`] parsing, [`audit`]'s chain, [`ssh`] (public keys and OS user names),
+//!   [`breakglass`] (the request state machine), [`notify`] (notices and outbox rows);
 //! - use cases: [`broker`];
 //! - adapters: [`server`] (HTTPS), [`store`] (SQLite/PostgreSQL), [`oidc::keystore`] (JWKS),
 //!   [`aws::sts`] (STS AssumeRole),
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod audit;
 pub mod aws;
+pub mod breakglass;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -31,8 +31,8 @@ use cedar_policy::{Decision as CedarDecision, Entities};
 use serde::Serialize;
 
 pub use catalog::{
-    ArnError, Catalog, DEFAULT_SSH_PORT, MAX_DURATION_SECS, MIN_DURATION_SECS, PolicyArn, Role,
-    RoleArn, Target, human_duration,
+    ArnError, BreakGlass, Catalog, DEFAULT_SSH_PORT, MAX_DURATION_SECS, MAX_TICKET_BYTES,
+    MIN_DURATION_SECS, PolicyArn, Role, RoleArn, Target, TicketError, human_duration,
 };
 pub use corpus::{TestCase, TestFailure, TestReport};
 pub use reason::{PrincipalError, Reason};

@@ -103,6 +103,15 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
         .route("/v1/ssh/keys", axum::routing::post(routes::ssh_keys))
         .route("/v1/targets", get(routes::targets))
         .route("/v1/audit", get(routes::audit))
+        .route(
+            "/v1/requests",
+            get(routes::list_requests).post(routes::create_request),
+        )
+        .route("/v1/requests/{id}", get(routes::get_request))
+        .route(
+            "/v1/requests/{id}/{operation}",
+            axum::routing::post(routes::change_request),
+        )
         .fallback(routes::not_found)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -122,7 +131,10 @@ pub struct Server {
     keys: Arc<KeyStore>,
     config: ServerConfig,
     policy_dir: std::path::PathBuf,
-    sweep_interval: std::time::Duration,
+    /// How often the revocation sweeper runs (`[revocation] sweep_interval`).
+    revocation_sweep: std::time::Duration,
+    /// How often the break-glass expiry sweeper runs (`[breakglass] sweep_interval`).
+    expiry_sweep: std::time::Duration,
     tls: Option<tls::ServerTls>,
     metrics: Option<TcpListener>,
     notifier: Option<notifier::Notifier>,
@@ -184,6 +196,9 @@ impl Server {
             policy,
             clock,
             grants_per_minute: config.server.grants_per_minute,
+            breakglass: config.breakglass.clone(),
+            webhooks: config.notify.webhooks.clone(),
+            wakeup: wakeup.clone(),
         }));
         broker
             .record_start()
@@ -194,7 +209,8 @@ impl Server {
             keys,
             config: config.server.clone(),
             policy_dir: config.policy.dir.clone(),
-            sweep_interval: config.revocation.sweep_interval,
+            revocation_sweep: config.revocation.sweep_interval,
+            expiry_sweep: config.breakglass.sweep_interval,
             tls,
             metrics,
             notifier,
@@ -237,7 +253,7 @@ impl Server {
             let mut stop = stop_tx.subscribe();
             tokio::spawn(sweep_revocations(
                 Arc::clone(&self.state.broker),
-                self.sweep_interval,
+                self.revocation_sweep,
                 async move {
                     let _ = stop.wait_for(|stop| *stop).await;
                 },
@@ -248,6 +264,16 @@ impl Server {
             self.policy_dir.clone(),
             self.tls.as_ref().map(|t| Arc::clone(&t.certs)),
         ));
+        let expirer = {
+            let mut stop = stop_tx.subscribe();
+            tokio::spawn(sweep(
+                Arc::clone(&self.state.broker),
+                self.expiry_sweep,
+                async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                },
+            ))
+        };
         let metrics = self.metrics.map(|l| {
             let mut stop = stop_tx.subscribe();
             tokio::spawn(serve_metrics(l, self.config.clone(), async move {
@@ -273,6 +299,7 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = refresher.await;
         let _ = sweeper.await;
+        let _ = expirer.await;
         if let Some(m) = metrics {
             let _ = m.await;
         }
@@ -392,6 +419,30 @@ async fn serve_metrics(
         shutdown_grace: std::time::Duration::from_secs(1),
     };
     listener::serve(listener, None, app, limits, shutdown).await;
+}
+
+/// Expires break-glass requests past their deadline every `interval` until `stop` resolves.
+/// Every replica runs one: each expiry is a compare-and-swap, so a request is expired once,
+/// by whichever replica gets there first. A failed sweep is logged and tried again next time.
+async fn sweep(
+    broker: Arc<Broker>,
+    interval: std::time::Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut stop = std::pin::pin!(stop);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        match broker.expire_due().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(expired = n, "break-glass sweep"),
+            Err(e) => tracing::warn!(error = %e, "break-glass sweep failed; trying again later"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,5 +1,5 @@
-//! Durable state behind one trait: the audit chain, the notification outbox, session
-//! revocations ([`revocation`]), and break-glass requests next.
+//! Durable state behind one trait: the audit chain, break-glass requests and their approvals,
+//! the notification outbox their changes fill, and session revocations ([`revocation`]).
 //!
 //! Two backends implement [`Store`] with sqlx: SQLite (the default: one file, WAL, fully
 //! synchronous commits) and PostgreSQL (for several replicas). [`connect`] picks one by URL and
@@ -13,6 +13,7 @@
 //! ([`outbox`]: leased claims, so replicas never deliver one row at once). Errors never carry
 //! the password from a connection URL.
 
+pub mod breakglass;
 pub mod chain;
 pub mod outbox;
 pub mod postgres;
@@ -23,9 +24,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::audit::{ChainStore, ChainStoreError, EventKind, StoredAuditRecord};
+use crate::audit::{
+    AuditRecord, CanonicalEvent, ChainKey, ChainStore, ChainStoreError, EventKind, LinkedWrite,
+    StoredAuditRecord,
+};
+use crate::breakglass::Request;
 use crate::notify::port::{OutboxError, OutboxStore};
 
+pub use self::breakglass::{RequestFilter, TransitionWrite};
 pub use self::outbox::{insert_outbox_postgres, insert_outbox_sqlite};
 pub use self::postgres::PostgresStore;
 pub use self::revocation::{Due, RevocationRow, RevocationStore};
@@ -56,6 +62,71 @@ pub trait Store: ChainStore + OutboxStore + RevocationStore {
         &self,
         search: &AuditSearch,
     ) -> Result<Vec<StoredAuditRecord>, StoreError>;
+
+    /// The break-glass request `id` with its approvals, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] if the store cannot be read or a row is damaged.
+    async fn breakglass_request(&self, id: &str) -> Result<Option<Request>, StoreError>;
+
+    /// The break-glass requests `filter` selects, newest first, with their approvals.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] if the store cannot be read or a row is damaged.
+    async fn breakglass_requests(&self, filter: &RequestFilter)
+    -> Result<Vec<Request>, StoreError>;
+
+    /// Up to `limit` requests whose deadline has passed at `now` (pending past their TTL,
+    /// active past their window), for the expiry sweeper.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] if the store cannot be read or a row is damaged.
+    async fn breakglass_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Request>, StoreError>;
+
+    /// Commits a break-glass transition in ONE transaction: the request inserted, or updated
+    /// only if still at the version the transition expects (compare-and-swap); its approval;
+    /// `event` appended to the audit chain (serialized with every other append); the outbox
+    /// rows. `Ok(None)`: the compare-and-swap missed and nothing was written.
+    ///
+    /// # Errors
+    ///
+    /// Any error means nothing was committed.
+    async fn commit_transition(
+        &self,
+        write: &TransitionWrite<'_>,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<Option<AuditRecord>, StoreError>;
+}
+
+/// A transition for [`Store::commit_transition`], as the audit side's [`LinkedWrite`]: what
+/// [`crate::audit::Recorder::append_with`] commits with its record.
+pub struct TransitionCommit<'a> {
+    /// The store to commit in.
+    pub store: &'a dyn Store,
+    /// What to commit.
+    pub write: TransitionWrite<'a>,
+}
+
+#[async_trait::async_trait]
+impl LinkedWrite for TransitionCommit<'_> {
+    async fn commit(
+        &self,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<Option<AuditRecord>, ChainStoreError> {
+        Ok(self
+            .store
+            .commit_transition(&self.write, event, key)
+            .await?)
+    }
 }
 
 /// Which audit records to read: every filter that is set must match.

@@ -20,6 +20,8 @@ mod audit_api;
 mod aws_sts;
 #[path = "integration/bad_tokens.rs"]
 mod bad_tokens;
+#[path = "integration/breakglass.rs"]
+mod breakglass;
 #[path = "integration/cli.rs"]
 mod cli;
 #[path = "integration/credentials.rs"]

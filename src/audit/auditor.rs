@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::port::{ChainStore, ChainStoreError};
+use super::port::{ChainStore, ChainStoreError, LinkedWrite};
 use super::sink::{self, Sink, SinkError, SinkTail};
 use super::verify::{Verification, Verifier};
 use super::{AuditEvent, AuditRecord, CanonicalError, CanonicalEvent, ChainKey, ChainParams};
@@ -23,6 +23,19 @@ pub trait Recorder: Send + Sync + 'static {
     /// store's commit raced a timeout: then the record may be in the chain although the caller
     /// acts as if it were not (a record of something that did not happen, never the reverse).
     async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError>;
+
+    /// Commits `write` and appends `event` in the same transaction, then copies the record to
+    /// the sink like [`Recorder::append`]. `Ok(None)`: the change did not apply (its
+    /// compare-and-swap missed) and nothing was recorded.
+    ///
+    /// # Errors
+    ///
+    /// Any error means neither the change nor the record was committed: fail closed.
+    async fn append_with(
+        &self,
+        event: AuditEvent,
+        write: &dyn LinkedWrite,
+    ) -> Result<Option<AuditRecord>, AuditError>;
 
     /// How this recorder hashes the chain, for the `server.started` declaration.
     fn params(&self) -> ChainParams;
@@ -141,6 +154,41 @@ impl Auditor {
     /// in the chain: a record of something that then did not happen, never the reverse.)
     pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
         let canonical = CanonicalEvent::new(event)?;
+        let (_order, record) = self
+            .in_order(self.store.append_audit(&canonical, &self.key))
+            .await?;
+        self.copy_to_sink(&record).await;
+        Ok(record)
+    }
+
+    /// Commits `write` together with `event` (one transaction in the store), then writes the
+    /// record's sink line. `Ok(None)` when the write's compare-and-swap missed: nothing was
+    /// committed and nothing is written to the sink.
+    ///
+    /// # Errors
+    ///
+    /// As [`Auditor::append`]: nothing was committed, neither the change nor its record (or, given
+    /// up on at the deadline while in flight, both were: never one without the other).
+    pub async fn append_with(
+        &self,
+        event: AuditEvent,
+        write: &dyn LinkedWrite,
+    ) -> Result<Option<AuditRecord>, AuditError> {
+        let canonical = CanonicalEvent::new(event)?;
+        let (_order, record) = self.in_order(write.commit(&canonical, &self.key)).await?;
+        if let Some(record) = &record {
+            self.copy_to_sink(record).await;
+        }
+        Ok(record)
+    }
+
+    /// Runs `commit` under this process's order lock, waiting for the lock and the commit
+    /// together at most [`APPEND_TIMEOUT`]; returns the lock still held, so the caller writes
+    /// its sink line before the next append commits.
+    async fn in_order<T>(
+        &self,
+        commit: impl std::future::Future<Output = Result<T, ChainStoreError>>,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, T), AuditError> {
         let started = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + self.append_timeout;
         let timed_out = || {
@@ -149,18 +197,20 @@ impl Auditor {
                 self.append_timeout.as_secs_f32()
             ))
         };
-        let appended = match tokio::time::timeout_at(deadline, self.order.lock()).await {
-            Ok(order) => {
-                tokio::time::timeout_at(deadline, self.store.append_audit(&canonical, &self.key))
-                    .await
-                    .unwrap_or_else(|_| Err(timed_out()))
-                    .map(|record| (order, record))
-            }
+        let committed = match tokio::time::timeout_at(deadline, self.order.lock()).await {
+            Ok(order) => tokio::time::timeout_at(deadline, commit)
+                .await
+                .unwrap_or_else(|_| Err(timed_out()))
+                .map(|value| (order, value)),
             Err(_) => Err(timed_out()),
         };
-        crate::metrics::audit_append(started.elapsed(), appended.is_ok());
-        let (_order, record) = appended.map_err(AuditError::Unavailable)?;
-        if let Err(err) = self.sink.write(&record).await {
+        crate::metrics::audit_append(started.elapsed(), committed.is_ok());
+        committed.map_err(AuditError::Unavailable)
+    }
+
+    /// Writes `record`'s sink line; a failure is logged, as the store already holds it.
+    async fn copy_to_sink(&self, record: &AuditRecord) {
+        if let Err(err) = self.sink.write(record).await {
             tracing::error!(
                 audit.seq = record.seq,
                 error = %err,
@@ -168,7 +218,6 @@ impl Auditor {
                 record.seq
             );
         }
-        Ok(record)
     }
 
     /// Verifies the whole chain in the store with this auditor's key.
@@ -186,6 +235,14 @@ impl Auditor {
 impl Recorder for Auditor {
     async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
         Auditor::append(self, event).await
+    }
+
+    async fn append_with(
+        &self,
+        event: AuditEvent,
+        write: &dyn LinkedWrite,
+    ) -> Result<Option<AuditRecord>, AuditError> {
+        Auditor::append_with(self, event, write).await
     }
 
     fn params(&self) -> ChainParams {

@@ -35,6 +35,37 @@ pub enum EventKind {
     /// A new policy is about to take effect; written before it does.
     #[serde(rename = "policy.reloaded")]
     PolicyReloaded,
+    /// The last approval of a break-glass request landed: it is active, its window starts.
+    #[serde(rename = "request.activated")]
+    RequestActivated,
+    /// An approval of a break-glass request landed; more are needed.
+    #[serde(rename = "request.approved")]
+    RequestApproved,
+    /// The requester cancelled a pending break-glass request.
+    #[serde(rename = "request.cancelled")]
+    RequestCancelled,
+    /// A break-glass request was made; it waits for approvals.
+    #[serde(rename = "request.created")]
+    RequestCreated,
+    /// An approver denied a break-glass request.
+    #[serde(rename = "request.denied")]
+    RequestDenied,
+    /// An emergency break-glass request activated itself, to be reviewed by someone else.
+    #[serde(rename = "request.emergency_activated")]
+    RequestEmergencyActivated,
+    /// A break-glass request passed its TTL (pending) or its window (active).
+    #[serde(rename = "request.expired")]
+    RequestExpired,
+    /// Someone tried to make, approve, deny, cancel, revoke or review a break-glass request and
+    /// was refused (by policy or by an invariant); nothing changed.
+    #[serde(rename = "request.refused")]
+    RequestRefused,
+    /// Someone other than the requester reviewed an emergency activation.
+    #[serde(rename = "request.reviewed")]
+    RequestReviewed,
+    /// An active break-glass request was revoked; no credentials are issued for it any more.
+    #[serde(rename = "request.revoked")]
+    RequestRevoked,
     /// The server started.
     #[serde(rename = "server.started")]
     ServerStarted,
@@ -80,7 +111,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in alphabetical order of its name.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::AuditRead,
         EventKind::CredentialsAuthorized,
         EventKind::CredentialsDenied,
@@ -89,6 +120,16 @@ impl EventKind {
         EventKind::CredentialsRateLimited,
         EventKind::PolicyReloadFailed,
         EventKind::PolicyReloaded,
+        EventKind::RequestActivated,
+        EventKind::RequestApproved,
+        EventKind::RequestCancelled,
+        EventKind::RequestCreated,
+        EventKind::RequestDenied,
+        EventKind::RequestEmergencyActivated,
+        EventKind::RequestExpired,
+        EventKind::RequestRefused,
+        EventKind::RequestReviewed,
+        EventKind::RequestRevoked,
         EventKind::ServerStarted,
         EventKind::SessionsRevokeAbandoned,
         EventKind::SessionsRevokeFailed,
@@ -115,6 +156,16 @@ impl EventKind {
             EventKind::CredentialsRateLimited => "credentials.rate_limited",
             EventKind::PolicyReloadFailed => "policy.reload_failed",
             EventKind::PolicyReloaded => "policy.reloaded",
+            EventKind::RequestActivated => "request.activated",
+            EventKind::RequestApproved => "request.approved",
+            EventKind::RequestCancelled => "request.cancelled",
+            EventKind::RequestCreated => "request.created",
+            EventKind::RequestDenied => "request.denied",
+            EventKind::RequestEmergencyActivated => "request.emergency_activated",
+            EventKind::RequestExpired => "request.expired",
+            EventKind::RequestRefused => "request.refused",
+            EventKind::RequestReviewed => "request.reviewed",
+            EventKind::RequestRevoked => "request.revoked",
             EventKind::ServerStarted => "server.started",
             EventKind::SessionsRevokeAbandoned => "sessions.revoke_abandoned",
             EventKind::SessionsRevokeFailed => "sessions.revoke_failed",

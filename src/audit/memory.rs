@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::auditor::{AuditError, Recorder};
 use super::chain::{self, ChainHash};
-use super::port::{ChainStore, ChainStoreError};
+use super::port::{ChainStore, ChainStoreError, LinkedWrite};
 use super::{
     AuditEvent, AuditRecord, CanonicalEvent, ChainHead, ChainKey, ChainParams, StoredAuditRecord,
 };
@@ -123,6 +123,26 @@ impl Recorder for MemoryRecorder {
         let canonical = CanonicalEvent::new(event)?;
         self.chain
             .append_audit(&canonical, &self.key)
+            .await
+            .map_err(AuditError::Unavailable)
+    }
+
+    /// The write goes to its own store, not to this chain: tests of linked writes read the
+    /// store's chain. A refused event is refused before the write, as a store that cannot
+    /// commit would.
+    async fn append_with(
+        &self,
+        event: AuditEvent,
+        write: &dyn LinkedWrite,
+    ) -> Result<Option<AuditRecord>, AuditError> {
+        if self.refuse.as_deref() == Some(event.event.as_str()) {
+            return Err(AuditError::Unavailable(ChainStoreError::Unavailable(
+                "disk full".into(),
+            )));
+        }
+        let canonical = CanonicalEvent::new(event)?;
+        write
+            .commit(&canonical, &self.key)
             .await
             .map_err(AuditError::Unavailable)
     }

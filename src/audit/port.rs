@@ -43,6 +43,29 @@ pub trait ChainStore: Send + Sync + 'static {
     ) -> Result<Vec<StoredAuditRecord>, ChainStoreError>;
 }
 
+/// A change the store makes in the same transaction as an audit append: a break-glass
+/// transition, say. Its record is in the chain if and only if the change committed.
+///
+/// INVARIANT: an implementation applies its change, appends `event` as the next link (under the
+/// chain's one serialization point, as [`ChainStore::append_audit`] does) and commits both in one
+/// durable transaction, or writes nothing.
+#[async_trait::async_trait]
+pub trait LinkedWrite: Send + Sync {
+    /// Applies the change and appends `event`, hashed with `key`, in one transaction.
+    ///
+    /// `Ok(None)`: the change did not apply (the state it expects was changed meanwhile, a
+    /// compare-and-swap that missed) and nothing was written.
+    ///
+    /// # Errors
+    ///
+    /// Any error means nothing was committed; the caller must fail closed.
+    async fn commit(
+        &self,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<Option<AuditRecord>, ChainStoreError>;
+}
+
 /// Why the chain could not be read or appended to. The message never carries a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainStoreError {

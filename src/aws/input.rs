@@ -159,10 +159,16 @@ impl SendKeyInput {
 /// The session tag that names the grant in CloudTrail; the broker adds it to every session.
 pub const GRANT_TAG: &str = "latchkey-grant";
 
-/// Session tag keys the broker sets itself (today [`GRANT_TAG`]; the others are kept free for
-/// the request and ticket of break-glass grants). A catalog may not use them, and its tag count
-/// leaves room for all of them.
-pub const RESERVED_TAG_KEYS: [&str; 3] = [GRANT_TAG, "latchkey-request", "latchkey-ticket"];
+/// The session tag that names the break-glass request a session was issued through.
+pub const REQUEST_TAG: &str = "latchkey-request";
+
+/// The session tag that carries the ticket of that break-glass request.
+pub const TICKET_TAG: &str = "latchkey-ticket";
+
+/// Session tag keys the broker sets itself: [`GRANT_TAG`] on every session, [`REQUEST_TAG`] and
+/// [`TICKET_TAG`] on sessions issued through a break-glass request. A catalog may not use them,
+/// and its tag count leaves room for all of them.
+pub const RESERVED_TAG_KEYS: [&str; 3] = [GRANT_TAG, REQUEST_TAG, TICKET_TAG];
 
 /// A parameter STS would refuse. The message names the field and the rule; it quotes at most the
 /// offending character, never a whole value.

@@ -17,6 +17,7 @@ use crate::clock::ManualClock;
 #[derive(Default)]
 struct CountingAws {
     calls: AtomicUsize,
+    inputs: std::sync::Mutex<Vec<AssumeRoleInput>>,
     fail: std::sync::Mutex<Option<AwsError>>,
     pushes: std::sync::Mutex<Vec<SendKeyInput>>,
     fail_push: std::sync::Mutex<Option<AwsError>>,
@@ -24,8 +25,9 @@ struct CountingAws {
 
 #[async_trait::async_trait]
 impl Aws for CountingAws {
-    async fn assume_role(&self, _: &AssumeRoleInput) -> Result<IssuedCredentials, AwsError> {
+    async fn assume_role(&self, input: &AssumeRoleInput) -> Result<IssuedCredentials, AwsError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inputs.lock().unwrap().push(input.clone());
         if let Some(e) = self.fail.lock().unwrap().clone() {
             return Err(e);
         }
@@ -74,6 +76,9 @@ async fn broker_at(
         policy: PolicySet::load(&dir).unwrap(),
         clock: Arc::clone(&clock) as SharedClock,
         grants_per_minute: 60,
+        breakglass: crate::config::BreakglassConfig::default(),
+        webhooks: Vec::new(),
+        wakeup: crate::notify::Wakeup::new(),
     });
     (broker, aws, chain, clock)
 }
@@ -94,6 +99,7 @@ fn alice() -> Identity {
         issued_at: 1_899_999_990,
         expires_at: 1_900_000_600,
         readable_name: "alice@example.com".into(),
+        device_flow: false,
     }
 }
 
@@ -416,5 +422,341 @@ async fn no_records_are_answered_when_the_read_cannot_be_recorded() {
     assert!(
         matches!(result, Err(BrokerError::AuditUnavailable)),
         "{result:?}"
+    );
+}
+
+// === break-glass ===
+
+fn person(subject: &str, groups: &[&str]) -> Identity {
+    Identity {
+        subject: subject.into(),
+        email: Some(format!("{subject}@example.com")),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        mfa: true,
+        readable_name: format!("{subject}@example.com"),
+        ..alice()
+    }
+}
+
+fn grace() -> Identity {
+    person("grace", &["engineering"])
+}
+
+fn dave() -> Identity {
+    person("dave", &["engineering", "prod-approvers"])
+}
+
+fn frank() -> Identity {
+    person("frank", &["engineering", "prod-approvers"])
+}
+
+fn ask_prod_admin(window: Option<u32>) -> crate::api::NewRequest {
+    crate::api::NewRequest {
+        role: "prod-admin".into(),
+        reason: "the primary database is down".into(),
+        duration_seconds: window,
+        ticket: Some("INC-4711".into()),
+        emergency: false,
+    }
+}
+
+/// The events of the transitions (committed in the store's own chain, with their change) and
+/// of the plain records (the recorder's chain), each in order.
+async fn events(chain: &Arc<MemoryChain>, broker: &Broker) -> (Vec<String>, Vec<String>) {
+    let names = |records: Vec<crate::audit::StoredAuditRecord>| {
+        records.into_iter().map(|r| r.event).collect::<Vec<_>>()
+    };
+    (
+        names(broker.store.audit_page(0, 1000).await.unwrap()),
+        names(chain.audit_page(0, 1000).await.unwrap()),
+    )
+}
+
+#[tokio::test]
+async fn two_approvals_activate_a_request_whose_credentials_end_with_its_window() {
+    let clock = Arc::new(ManualClock::at(1_900_000_000));
+    let (broker, aws, _, clock) = broker_at("nothing", clock).await;
+    let meta = RequestMeta::default();
+    let roles = broker.roles(&grace()).await.unwrap();
+    let prod = roles.roles.iter().find(|r| r.name == "prod-admin").unwrap();
+    assert_eq!(prod.status, "requestable", "{prod:?}");
+    assert_eq!(prod.request.as_ref().unwrap().approvals_required, 2);
+
+    let asked = broker
+        .create_request(&grace(), &ask_prod_admin(Some(1200)), &meta)
+        .await
+        .unwrap();
+    assert_eq!(asked.state, "pending");
+    assert_eq!(asked.requester, "https://idp.example.com#grace");
+    clock.advance(60);
+    let once = broker
+        .change_request(
+            &dave(),
+            &asked.id,
+            Operation::Approve,
+            &Default::default(),
+            &meta,
+        )
+        .await
+        .unwrap();
+    assert_eq!(once.state, "pending");
+    assert_eq!(once.approvals.len(), 1);
+    clock.advance(60);
+    let active = broker
+        .change_request(
+            &frank(),
+            &asked.id,
+            Operation::Approve,
+            &Default::default(),
+            &meta,
+        )
+        .await
+        .unwrap();
+    assert_eq!(active.state, "active");
+    // The window starts at the last approval, not at the request.
+    assert_eq!(
+        active.window_ends_at.as_deref(),
+        Some("2030-03-17T18:08:40Z")
+    );
+
+    let creds = broker
+        .issue_credentials(
+            &grace(),
+            &CredentialsRequest {
+                role: "prod-admin".into(),
+                duration_seconds: None,
+                reason: None,
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+    assert_eq!(creds.request_id.as_deref(), Some(asked.id.as_str()));
+    let input = aws.inputs.lock().unwrap().last().unwrap().clone();
+    let params = input.params();
+    // The role's default is 30 minutes; the window has 20 left.
+    assert_eq!(params.duration_secs, 1200);
+    let tags: Vec<(&str, &str)> = params
+        .tags
+        .iter()
+        .map(|t| (t.key.as_str(), t.value.as_str()))
+        .collect();
+    assert!(
+        tags.contains(&("latchkey-request", asked.id.as_str())),
+        "{tags:?}"
+    );
+    assert!(tags.contains(&("latchkey-ticket", "INC-4711")), "{tags:?}");
+    let roles = broker.roles(&grace()).await.unwrap();
+    let prod = roles.roles.iter().find(|r| r.name == "prod-admin").unwrap();
+    assert_eq!(prod.status, "allowed");
+    assert_eq!(prod.active_request.as_ref().unwrap().id, asked.id);
+
+    // With less than STS's 15 minutes left, the answer says so.
+    clock.advance(301);
+    let closing = broker
+        .issue_credentials(
+            &grace(),
+            &CredentialsRequest {
+                role: "prod-admin".into(),
+                duration_seconds: None,
+                reason: None,
+            },
+            &meta,
+        )
+        .await;
+    assert!(
+        matches!(closing, Err(BrokerError::WindowClosing { .. })),
+        "{closing:?}"
+    );
+    assert_eq!(aws.calls.load(Ordering::SeqCst), 1);
+
+    // Past the window the sweeper expires it, once.
+    clock.advance(900);
+    assert_eq!(broker.expire_due().await.unwrap(), 1);
+    assert_eq!(broker.expire_due().await.unwrap(), 0);
+    let after = broker
+        .issue_credentials(
+            &grace(),
+            &CredentialsRequest {
+                role: "prod-admin".into(),
+                duration_seconds: None,
+                reason: None,
+            },
+            &meta,
+        )
+        .await;
+    match after {
+        Err(BrokerError::Denied { reasons }) => {
+            let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            assert!(
+                text.iter()
+                    .any(|t| t.contains("latchkey request prod-admin")),
+                "{text:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn self_approval_outsiders_repeats_and_decided_requests_are_refused_and_audited() {
+    let (broker, _, chain) = broker("nothing").await;
+    let meta = RequestMeta::default();
+    let asked = broker
+        .create_request(&grace(), &ask_prod_admin(None), &meta)
+        .await
+        .unwrap();
+    let approve = |who: Identity| {
+        let broker = &broker;
+        let meta = &meta;
+        let id = asked.id.clone();
+        async move {
+            broker
+                .change_request(&who, &id, Operation::Approve, &Default::default(), meta)
+                .await
+        }
+    };
+    // The requester is refused as the requester, even where a policy would let them approve.
+    let mut grace_approver = grace();
+    grace_approver.groups.push("prod-approvers".into());
+    assert!(matches!(
+        approve(grace_approver).await,
+        Err(BrokerError::BreakGlass(
+            crate::breakglass::Refusal::SelfApproval
+        ))
+    ));
+    assert!(matches!(
+        approve(person("bob", &["engineering", "sre"])).await,
+        Err(BrokerError::NotApprover { .. })
+    ));
+    approve(dave()).await.unwrap();
+    assert!(matches!(
+        approve(dave()).await,
+        Err(BrokerError::BreakGlass(
+            crate::breakglass::Refusal::AlreadyApproved
+        ))
+    ));
+    let mut stale = frank();
+    stale.auth_time = Some(1_900_000_000 - 3600);
+    assert!(matches!(
+        approve(stale).await,
+        Err(BrokerError::BreakGlass(
+            crate::breakglass::Refusal::StaleLogin { .. }
+        ))
+    ));
+    broker
+        .change_request(
+            &grace(),
+            &asked.id,
+            Operation::Cancel,
+            &Default::default(),
+            &meta,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        approve(frank()).await,
+        Err(BrokerError::BreakGlass(
+            crate::breakglass::Refusal::AlreadyDecided {
+                state: crate::breakglass::State::Cancelled
+            }
+        ))
+    ));
+    let (transitions, refusals) = events(&chain, &broker).await;
+    assert_eq!(
+        transitions,
+        ["request.created", "request.approved", "request.cancelled"]
+    );
+    assert_eq!(refusals, ["request.refused"; 5]);
+}
+
+#[tokio::test]
+async fn a_transition_whose_record_cannot_be_written_changes_nothing() {
+    let (broker, _, _) = broker("request.activated").await;
+    let meta = RequestMeta::default();
+    let asked = broker
+        .create_request(&grace(), &ask_prod_admin(None), &meta)
+        .await
+        .unwrap();
+    broker
+        .change_request(
+            &dave(),
+            &asked.id,
+            Operation::Approve,
+            &Default::default(),
+            &meta,
+        )
+        .await
+        .unwrap();
+    let failed = broker
+        .change_request(
+            &frank(),
+            &asked.id,
+            Operation::Approve,
+            &Default::default(),
+            &meta,
+        )
+        .await;
+    assert!(
+        matches!(failed, Err(BrokerError::AuditUnavailable)),
+        "{failed:?}"
+    );
+    let now = broker.get_request(&grace(), &asked.id).await.unwrap();
+    assert_eq!(now.state, "pending");
+    assert_eq!(
+        now.approvals.len(),
+        1,
+        "frank's approval was not kept either"
+    );
+    let denied = broker
+        .issue_credentials(
+            &grace(),
+            &CredentialsRequest {
+                role: "prod-admin".into(),
+                duration_seconds: None,
+                reason: None,
+            },
+            &meta,
+        )
+        .await;
+    assert!(matches!(denied, Err(BrokerError::Denied { .. })));
+}
+
+#[tokio::test]
+async fn a_second_open_request_for_the_same_role_is_refused() {
+    let (broker, _, _) = broker("nothing").await;
+    let meta = RequestMeta::default();
+    let first = broker
+        .create_request(&grace(), &ask_prod_admin(None), &meta)
+        .await
+        .unwrap();
+    let second = broker
+        .create_request(&grace(), &ask_prod_admin(None), &meta)
+        .await;
+    assert!(
+        matches!(&second, Err(BrokerError::RequestOpen { id }) if *id == first.id),
+        "{second:?}"
+    );
+    // alice has no MFA: the policy lets no one without it ask for prod-admin.
+    let refused = broker
+        .create_request(&alice(), &ask_prod_admin(None), &meta)
+        .await;
+    assert!(
+        matches!(refused, Err(BrokerError::Denied { .. })),
+        "{refused:?}"
+    );
+    let bad_ticket = crate::api::NewRequest {
+        ticket: Some("JIRA-1".into()),
+        ..ask_prod_admin(None)
+    };
+    let refused = broker.create_request(&dave(), &bad_ticket, &meta).await;
+    assert!(
+        matches!(
+            refused,
+            Err(BrokerError::BreakGlass(crate::breakglass::Refusal::Ticket(
+                _
+            )))
+        ),
+        "{refused:?}"
     );
 }

@@ -29,6 +29,24 @@ pub(super) struct DevArgs {
 
 #[derive(Debug, Subcommand)]
 enum DevCmd {
+    /// Log the CLI in as a demo user with a token from the running sandbox's issuer, without
+    /// the device flow (to act as a second person: run it with another XDG_CONFIG_HOME).
+    Login {
+        /// The demo user (from the users file).
+        user: String,
+        #[command(flatten)]
+        common: Common,
+        /// The sandbox's broker.
+        #[arg(
+            long,
+            env = "LATCHKEY_SERVER",
+            default_value = "https://127.0.0.1:8443"
+        )]
+        server: String,
+        /// The sandbox's CA certificate (default: `ca.pem` in the state directory).
+        #[arg(long, env = "LATCHKEY_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+    },
     /// Print a development ID token for a demo user.
     Token {
         /// The demo user (from the users file).
@@ -82,6 +100,12 @@ struct Common {
 pub(super) async fn run(args: DevArgs) -> ExitCode {
     let result = match args.command {
         Some(DevCmd::Token { user, common, ttl }) => token(&user, &common, ttl),
+        Some(DevCmd::Login {
+            user,
+            common,
+            server,
+            ca_cert,
+        }) => login(&user, &common, &server, ca_cert),
         None => match aws_target(args.run.aws_endpoint.as_ref(), args.run.dangerous_real_aws) {
             Ok(aws) => serve(args.run, aws).await,
             // A usage error: refused before anything is created or started.
@@ -101,6 +125,53 @@ pub(super) async fn run(args: DevArgs) -> ExitCode {
 }
 
 fn token(user: &str, common: &Common, ttl: i64) -> anyhow::Result<ExitCode> {
+    let (issuer, u) = issuer_and_user(user, common)?;
+    println!("{}", issuer.mint(&u, SystemClock.unix(), ttl)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn login(
+    user: &str,
+    common: &Common,
+    server: &str,
+    ca_cert: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use crate::client::{files, session};
+    let (issuer, u) = issuer_and_user(user, common)?;
+    let now = SystemClock.unix();
+    let ca_cert = match ca_cert {
+        Some(p) => p,
+        None => std::path::absolute(common.state_dir.join("ca.pem"))?,
+    };
+    let login = session::StoredLogin {
+        server: server.trim_end_matches('/').to_owned(),
+        issuer: issuer.issuer().to_owned(),
+        client_id: crate::dev::DEV_CLIENT_ID.to_owned(),
+        subject: u.name.clone(),
+        id_token: issuer.mint(&u, now, LOGIN_TTL_SECS)?,
+        id_token_expires_at: now + LOGIN_TTL_SECS,
+        refresh_token: None,
+        ca_cert: Some(ca_cert),
+    };
+    let dir = files::config_dir()?;
+    session::save(&dir, &login)?;
+    eprintln!(
+        "latchkey dev: logged in to {} as `{}` for {} minutes (development issuer)",
+        login.server,
+        u.name,
+        LOGIN_TTL_SECS / 60
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long a `latchkey dev login` lasts (there is no refresh token).
+const LOGIN_TTL_SECS: i64 = 3600;
+
+/// The running sandbox's issuer and the demo user `user`.
+fn issuer_and_user(
+    user: &str,
+    common: &Common,
+) -> anyhow::Result<(DevIssuer, crate::dev::DevUser)> {
     check_state_dir(&common.state_dir)?;
     let issuer_url =
         std::fs::read_to_string(common.state_dir.join("issuer-url")).map_err(|_| {
@@ -112,11 +183,10 @@ fn token(user: &str, common: &Common, ttl: i64) -> anyhow::Result<ExitCode> {
     let issuer = DevIssuer::open(&common.state_dir, issuer_url.trim().to_owned())?;
     let users = load_users(&common.users)?;
     let u = users
-        .iter()
+        .into_iter()
         .find(|u| u.name == user)
         .ok_or_else(|| crate::dev::DevError::UnknownUser(user.to_owned()))?;
-    println!("{}", issuer.mint(u, SystemClock.unix(), ttl)?);
-    Ok(ExitCode::SUCCESS)
+    Ok((issuer, u))
 }
 
 async fn serve(args: RunArgs, aws: AwsTarget) -> anyhow::Result<ExitCode> {

@@ -179,6 +179,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let identity = Identity {
         readable_name: args.email.clone().unwrap_or_else(|| args.subject.clone()),
+        device_flow: false,
         issuer: args.issuer,
         subject: args.subject,
         email: args.email,

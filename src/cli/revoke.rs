@@ -155,6 +155,9 @@ async fn open_broker(config: &Config, policy: PolicySet) -> Result<Broker, Strin
         policy,
         clock: Arc::new(SystemClock) as SharedClock,
         grants_per_minute: config.server.grants_per_minute,
+        breakglass: config.breakglass.clone(),
+        webhooks: config.notify.webhooks.clone(),
+        wakeup: crate::notify::Wakeup::new(),
     }))
 }
 

@@ -15,7 +15,9 @@ pub use crate::api::{
     CredentialsRequest, CredentialsResponse, OsUserStatus, RoleStatus, RolesResponse,
     SshKeyRequest, SshKeyResponse, TargetStatus, TargetsResponse,
 };
-use crate::api::{Problem, WellKnown, WhoAmI};
+use crate::api::{
+    NewRequest, Problem, RequestDecision, RequestList, RequestView, WellKnown, WhoAmI,
+};
 
 /// A client for one broker.
 #[derive(Debug, Clone)]
@@ -111,6 +113,74 @@ impl BrokerClient {
             .bearer_auth(token)
             .json(body);
         self.send(req, Some(&body.target)).await
+    }
+
+    /// `POST /v1/requests`: asks for break-glass access to a role.
+    pub async fn create_request(
+        &self,
+        token: &str,
+        body: &NewRequest,
+    ) -> Result<RequestView, ClientError> {
+        let req = self
+            .http
+            .post(self.endpoint("/v1/requests")?)
+            .bearer_auth(token)
+            .json(body);
+        self.send(req, Some(&body.role)).await
+    }
+
+    /// `GET /v1/requests` with `query` (name, value pairs).
+    pub async fn requests(
+        &self,
+        token: &str,
+        query: &[(&str, String)],
+    ) -> Result<RequestList, ClientError> {
+        let req = self
+            .http
+            .get(self.endpoint("/v1/requests")?)
+            .query(query)
+            .bearer_auth(token);
+        self.send(req, None).await
+    }
+
+    /// `GET /v1/requests/{id}`.
+    pub async fn request(&self, token: &str, id: &str) -> Result<RequestView, ClientError> {
+        let req = self
+            .http
+            .get(self.request_endpoint(id, None)?)
+            .bearer_auth(token);
+        self.send(req, None).await
+    }
+
+    /// `POST /v1/requests/{id}/{operation}` (`approve`, `deny`, `cancel`, `revoke`, `review`).
+    pub async fn change_request(
+        &self,
+        token: &str,
+        id: &str,
+        operation: &str,
+        body: &RequestDecision,
+    ) -> Result<RequestView, ClientError> {
+        let req = self
+            .http
+            .post(self.request_endpoint(id, Some(operation))?)
+            .bearer_auth(token)
+            .json(body);
+        self.send(req, None).await
+    }
+
+    /// `/v1/requests/{id}[/{operation}]`, the id as one path segment whatever it holds.
+    fn request_endpoint(&self, id: &str, operation: Option<&str>) -> Result<Url, ClientError> {
+        let mut url = self.endpoint("/v1/requests")?;
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|()| ClientError::Other("bad server URL".into()))?;
+            segments.push(id);
+            if let Some(op) = operation {
+                segments.push(op);
+            }
+        }
+        Ok(url)
     }
 
     fn endpoint(&self, path: &str) -> Result<Url, ClientError> {

@@ -98,14 +98,22 @@ pub fn store(
     key: &CacheKey<'_>,
     credentials: CredentialsResponse,
 ) -> Result<Entry, ClientError> {
-    let expires_at = chrono::DateTime::parse_from_rfc3339(&credentials.expiration)
-        .map_err(|_| {
-            ClientError::Other(format!(
-                "the server sent an expiration that is not RFC 3339: `{}`",
-                super::sanitize(&credentials.expiration)
-            ))
-        })?
-        .timestamp();
+    let parse = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp())
+            .map_err(|_| {
+                ClientError::Other(format!(
+                    "the server sent a time that is not RFC 3339: `{}`",
+                    super::sanitize(text)
+                ))
+            })
+    };
+    let mut expires_at = parse(&credentials.expiration)?;
+    // SECURITY: credentials issued through a break-glass request are never served from the
+    // cache past the request's window, whatever their own expiration says.
+    if let Some(end) = &credentials.window_ends_at {
+        expires_at = expires_at.min(parse(end)?);
+    }
     let entry = Entry {
         expires_at,
         credentials,
@@ -156,6 +164,8 @@ mod tests {
             grant_id: "g".into(),
             source_identity: "alice".into(),
             session_name: "alice".into(),
+            request_id: None,
+            window_ends_at: None,
         }
     }
 
@@ -189,5 +199,33 @@ mod tests {
         };
         assert_ne!(other.path(&dir), key.path(&dir));
         assert_eq!(clear(&dir).unwrap(), 2, "the entry and its lock");
+    }
+
+    #[test]
+    fn credentials_of_a_break_glass_window_are_never_served_past_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("latchkey");
+        let key = CacheKey {
+            server: "https://a",
+            principal: "https://idp#grace",
+            role: "prod-admin",
+            duration_seconds: None,
+        };
+        drop(lock(&dir, &key).unwrap());
+        let mut c = creds("2030-01-01T01:00:00Z");
+        c.window_ends_at = Some("2030-01-01T00:30:00Z".into());
+        let e = store(&dir, &key, c).unwrap();
+        assert_eq!(
+            e.expires_at, 1_893_457_800,
+            "the window's end, not the expiration"
+        );
+        assert!(
+            read_fresh(&dir, &key, e.expires_at - 300)
+                .unwrap()
+                .is_none()
+        );
+        let mut bad = creds("2030-01-01T01:00:00Z");
+        bad.window_ends_at = Some("soon".into());
+        assert!(store(&dir, &key, bad).is_err());
     }
 }

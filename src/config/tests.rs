@@ -669,3 +669,59 @@ fn the_revocation_sweep_interval_defaults_and_is_bounded() {
     let c = Config::from_toml(&plain(""), base(), &env).unwrap();
     assert_eq!(c.revocation.sweep_interval, Duration::from_secs(300));
 }
+
+#[test]
+fn breakglass_keys_default_and_are_validated() {
+    let c = Config::from_toml(&plain(""), base(), &no_env()).unwrap();
+    assert_eq!(c.breakglass, BreakglassConfig::default());
+    assert_eq!(c.breakglass.approver_max_auth_age, Duration::from_secs(900));
+    assert!(c.breakglass.approver_requires_mfa);
+    assert_eq!(c.breakglass.sweep_interval, Duration::from_secs(30));
+    assert!(c.oidc.providers[0].device_flow_acr.is_empty());
+
+    let c = Config::from_toml(
+        &plain(
+            "device_flow_acr = [\"urn:idp:loa:device\"]\ndevice_flow_amr = [\"device\"]\n\
+             [breakglass]\napprover_max_auth_age = \"5m\"\napprover_requires_mfa = false\n\
+             sweep_interval = \"1s\"\n",
+        ),
+        base(),
+        &no_env(),
+    )
+    .unwrap();
+    assert_eq!(c.breakglass.approver_max_auth_age, Duration::from_secs(300));
+    assert!(!c.breakglass.approver_requires_mfa);
+    assert_eq!(c.breakglass.sweep_interval, Duration::from_secs(1));
+    assert_eq!(c.oidc.providers[0].device_flow_acr, ["urn:idp:loa:device"]);
+    assert_eq!(c.oidc.providers[0].device_flow_amr, ["device"]);
+
+    let err = Config::from_toml(
+        &plain(
+            "[breakglass]\napprover_max_auth_age = \"0s\"\nsweep_interval = \"2h\"\n\
+             approver_requires_mfa = \"no\"\nbogus = 1\n",
+        ),
+        base(),
+        &no_env(),
+    )
+    .unwrap_err();
+    let issues: Vec<String> = err
+        .issues
+        .iter()
+        .map(|i| format!("{}: {}", i.path, i.message))
+        .collect();
+    assert_eq!(issues.len(), 4, "{issues:#?}");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.starts_with("breakglass.approver_requires_mfa"))
+    );
+    assert!(issues.contains(
+        &"breakglass.approver_max_auth_age: must be longer than 0s and at most 24h".to_owned()
+    ));
+    assert!(
+        issues.contains(
+            &"breakglass.sweep_interval: must be longer than 0s and at most 1h".to_owned()
+        )
+    );
+    assert!(issues.contains(&"breakglass.bogus: unknown key".to_owned()));
+}

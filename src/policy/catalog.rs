@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use toml::Table;
 
+mod break_glass;
+
+pub use break_glass::{BreakGlass, MAX_TICKET_BYTES, TicketError};
+
 use super::tags::{Placeholder, TagError, TagTemplate};
 use crate::aws::input::{self as sts, RESERVED_TAG_KEYS};
 use crate::config::fields::Fields;
@@ -47,6 +51,7 @@ pub struct Role {
     session_policy: Option<String>,
     policy_arns: Vec<PolicyArn>,
     external_id: Option<String>,
+    break_glass: Option<BreakGlass>,
 }
 
 /// An IAM role ARN: `arn:aws:iam::<12 digits>:role/<path/name>`.
@@ -240,6 +245,11 @@ impl Role {
     pub fn external_id(&self) -> Option<&str> {
         self.external_id.as_deref()
     }
+
+    /// How break-glass requests for the role behave, when people may ask for it at all.
+    pub fn break_glass(&self) -> Option<&BreakGlass> {
+        self.break_glass.as_ref()
+    }
 }
 
 // === impl RoleArn ===
@@ -355,6 +365,7 @@ fn parse_role(
     let session_policy: Option<String> = f.optional("session_policy");
     let policy_arns: Option<Vec<String>> = f.optional("policy_arns");
     let external_id: Option<String> = f.optional("external_id");
+    let break_glass: Option<Table> = f.optional("break_glass");
 
     let name = name.filter(|n| {
         let ok = is_catalog_name(n);
@@ -429,6 +440,18 @@ fn parse_role(
             false
         }
     });
+    let break_glass = match break_glass {
+        None => Some(None),
+        Some(t) => {
+            let path = f.path_of("break_glass");
+            let mut found = Vec::new();
+            let parsed = break_glass::parse(&path, t, &mut found);
+            for i in found {
+                f.error(i.path, i.message);
+            }
+            parsed.map(Some)
+        }
+    };
     f.finish();
     Some(Role {
         name: name?,
@@ -444,6 +467,7 @@ fn parse_role(
         session_policy,
         policy_arns,
         external_id,
+        break_glass: break_glass?,
     })
 }
 

@@ -175,6 +175,7 @@ fn case(c: RawCase) -> Result<TestCase, CaseError> {
         identity: Identity {
             issuer: c.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
             readable_name: c.email.clone().unwrap_or_else(|| c.subject.clone()),
+            device_flow: false,
             subject: c.subject,
             email: c.email,
             groups: c.groups,

@@ -44,6 +44,14 @@ pub enum Reason {
         /// Its `@reason` annotation, when it has one.
         text: Option<String>,
     },
+    /// Not a reason for the deny but what to do about it: the caller may ask for the role as a
+    /// break-glass request.
+    Requestable {
+        /// The role.
+        role: String,
+        /// Distinct approvals by others the request needs.
+        approvals: u32,
+    },
     /// The Cedar request could not be built.
     Unevaluable(String),
     /// No such role in the catalog.
@@ -86,6 +94,12 @@ impl fmt::Display for Reason {
             Reason::OsUser(e) => write!(f, "{e}"),
             Reason::Policy { text: Some(t), .. } => f.write_str(t),
             Reason::Policy { id, text: None } => write!(f, "denied by policy `{id}`"),
+            Reason::Requestable { role, approvals } => write!(
+                f,
+                "you may ask for it: `latchkey request {role} --reason TEXT` \
+                 ({approvals} approval{} by others needed)",
+                if *approvals == 1 { "" } else { "s" }
+            ),
             Reason::Unevaluable(e) => write!(f, "the request could not be evaluated: {e}"),
             Reason::UnknownRole(n) => write!(f, "unknown role `{n}`"),
             Reason::UnknownTarget(n) => write!(f, "unknown target `{n}`"),

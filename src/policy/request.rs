@@ -243,6 +243,19 @@ impl Decision {
     pub fn is_allowed(&self) -> bool {
         self.effect == Effect::Allow
     }
+
+    /// Whether this is a deny only because no policy permitted: no forbid, no invariant, no
+    /// evaluation error. An approved break-glass request stands in for the missing permit, and
+    /// for nothing else.
+    pub fn is_no_permit(&self) -> bool {
+        self.effect == Effect::Deny
+            && self.determining.is_empty()
+            && !self.reasons.is_empty()
+            && self
+                .reasons
+                .iter()
+                .all(|r| matches!(r, Reason::NoPermit { .. }))
+    }
 }
 
 impl fmt::Display for Effect {

@@ -207,6 +207,8 @@ mod tests {
             email_verified: EmailVerified::Require,
             session_name_claim: "preferred_username".into(),
             cli_scopes: None,
+            device_flow_amr: Vec::new(),
+            device_flow_acr: Vec::new(),
         };
         let Value::Object(claims) = claims else {
             panic!("object")

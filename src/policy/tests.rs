@@ -77,6 +77,7 @@ fn person(subject: &str, groups: &[&str], department: Option<&str>) -> Identity 
         issued_at: 0,
         expires_at: 0,
         readable_name: subject.into(),
+        device_flow: false,
     }
 }
 
@@ -753,6 +754,8 @@ when { principal has email && principal.email like "*@example.com" };
         email_verified: crate::config::EmailVerified::Require,
         session_name_claim: "preferred_username".into(),
         cli_scopes: None,
+        device_flow_amr: Vec::new(),
+        device_flow_acr: Vec::new(),
     };
     let who = |claims: serde_json::Value| {
         let serde_json::Value::Object(claims) = claims else {

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::{PROBLEM_JSON, Problem};
+use crate::breakglass::Refusal;
 use crate::broker::{BrokerError, NotReady};
 use crate::oidc::VerifyError;
 use crate::policy::Reason;
@@ -84,6 +85,50 @@ impl ApiError {
                     "audit_unavailable",
                     "Audit log unavailable",
                     Some("the audit record could not be written, so nothing was done".into()),
+                ),
+                BrokerError::BreakGlass(r) => refusal_shape(r),
+                BrokerError::NotApprover { reasons } => s(
+                    S::FORBIDDEN,
+                    "not_approver",
+                    "Not an approver",
+                    Some(format!(
+                        "you may not approve requests for this role: {}",
+                        texts(reasons).join("; ")
+                    )),
+                ),
+                BrokerError::RequestBusy => s(
+                    S::SERVICE_UNAVAILABLE,
+                    "request_busy",
+                    "Request busy",
+                    Some("others kept changing the request at the same moment; try again".into()),
+                ),
+                BrokerError::RequestNotFound => s(
+                    S::NOT_FOUND,
+                    "request_not_found",
+                    "Request not found",
+                    Some("no break-glass request has this id".into()),
+                ),
+                BrokerError::RequestOpen { id } => s(
+                    S::CONFLICT,
+                    "request_open",
+                    "Request already open",
+                    Some(format!(
+                        "you already have an open request `{id}` for this role; \
+                         cancel it or wait for it to be decided"
+                    )),
+                ),
+                BrokerError::WindowClosing {
+                    request_id,
+                    window_ends_at,
+                } => s(
+                    S::FORBIDDEN,
+                    "window_closing",
+                    "Break-glass window closing",
+                    Some(format!(
+                        "the window of request `{request_id}` ends at {window_ends_at}, less \
+                         than STS's 15-minute minimum session from now; ask again with \
+                         `latchkey request`"
+                    )),
                 ),
                 BrokerError::StoreUnavailable => s(
                     S::SERVICE_UNAVAILABLE,
@@ -287,6 +332,35 @@ impl ApiError {
     }
 }
 
+/// A refusal of the break-glass state machine: the status says whose move it is; the code is the
+/// refusal's own ([`Refusal::code`]).
+fn refusal_shape(r: &Refusal) -> Shape {
+    use StatusCode as S;
+    let (status, title) = match r {
+        Refusal::AlreadyDecided { .. } => (S::CONFLICT, "Already decided"),
+        Refusal::AlreadyApproved => (S::CONFLICT, "Already approved"),
+        Refusal::NotReviewable => (S::CONFLICT, "Nothing to review"),
+        Refusal::DeviceFlow => (S::FORBIDDEN, "Device-flow login refused"),
+        Refusal::EmergencyNotAllowed { .. } => (S::FORBIDDEN, "Emergency not allowed"),
+        Refusal::MfaRequired => (S::FORBIDDEN, "Second factor required"),
+        Refusal::NotRequester => (S::FORBIDDEN, "Not the requester"),
+        Refusal::SelfApproval => (S::FORBIDDEN, "Self-approval"),
+        Refusal::StaleLogin { .. } => (S::FORBIDDEN, "Stale login"),
+        Refusal::Duration { .. } => (S::BAD_REQUEST, "Invalid duration"),
+        Refusal::NotRequestable { .. } => (S::BAD_REQUEST, "Role cannot be requested"),
+        Refusal::ReasonRequired => (S::BAD_REQUEST, "Reason required"),
+        Refusal::Ticket(_) => (S::BAD_REQUEST, "Invalid ticket"),
+        // The stored request no longer hashes to its digest: nothing the caller can fix.
+        Refusal::Tampered => (S::INTERNAL_SERVER_ERROR, "Request damaged"),
+    };
+    Shape {
+        status,
+        code: r.code(),
+        title,
+        detail: Some(r.to_string()),
+    }
+}
+
 fn auth_shape(a: &AuthError) -> Shape {
     if let AuthError::Token(VerifyError::KeysUnavailable) = a {
         return Shape {
@@ -375,7 +449,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let shape = self.shape();
         let reasons = match &self {
-            Self::Broker(BrokerError::Denied { reasons }) => texts(reasons),
+            Self::Broker(
+                BrokerError::Denied { reasons } | BrokerError::NotApprover { reasons },
+            ) => texts(reasons),
             _ => Vec::new(),
         };
         let mut resp =
@@ -383,6 +459,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             Self::Broker(BrokerError::RateLimited { retry_after_secs }) => Some(*retry_after_secs),
             Self::Broker(BrokerError::EicUnavailable) => Some(EIC_RETRY_AFTER_SECS),
+            Self::Broker(BrokerError::RequestBusy) => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {

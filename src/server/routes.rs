@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 
@@ -11,10 +12,11 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, RequestId};
 use crate::api::{
-    AuditPage, CredentialsRequest, CredentialsResponse, Ready, RolesResponse, SshKeyRequest,
-    SshKeyResponse, TargetsResponse, WellKnown, WhoAmI,
+    AuditPage, CredentialsRequest, CredentialsResponse, NewRequest, Ready, RequestDecision,
+    RequestList, RequestView, RolesResponse, SshKeyRequest, SshKeyResponse, TargetsResponse,
+    WellKnown, WhoAmI,
 };
-use crate::broker::{NotReady, RequestMeta};
+use crate::broker::{NotReady, Operation, RequestMeta};
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> &'static str {
@@ -44,8 +46,11 @@ pub async fn whoami(State(s): State<AppState>, Principal(id): Principal) -> Json
 }
 
 /// `GET /v1/roles`: every role, allowed or denied for the caller, and why.
-pub async fn roles(State(s): State<AppState>, Principal(id): Principal) -> Json<RolesResponse> {
-    Json(s.broker.roles(&id))
+pub async fn roles(
+    State(s): State<AppState>,
+    Principal(id): Principal,
+) -> Result<Json<RolesResponse>, ApiError> {
+    Ok(Json(s.broker.roles(&id).await?))
 }
 
 /// `POST /v1/credentials`: short-lived credentials for one role.
@@ -84,6 +89,59 @@ pub async fn audit(
     let search = crate::broker::parse_query(query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(Json(s.broker.read_audit(&id, &search, &meta.0).await?))
+}
+
+/// `POST /v1/requests`: ask for break-glass access to a role.
+pub async fn create_request(
+    State(s): State<AppState>,
+    meta: Meta,
+    Principal(id): Principal,
+    ApiJson(req): ApiJson<NewRequest>,
+) -> Result<Json<RequestView>, ApiError> {
+    Ok(Json(s.broker.create_request(&id, &req, &meta.0).await?))
+}
+
+/// `GET /v1/requests[?state=&mine=&reviewable=]`: break-glass requests, newest first.
+pub async fn list_requests(
+    State(s): State<AppState>,
+    Principal(id): Principal,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<RequestList>, ApiError> {
+    let query = crate::broker::parse_request_query(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(s.broker.list_requests(&id, &query).await?))
+}
+
+/// `GET /v1/requests/{id}`.
+pub async fn get_request(
+    State(s): State<AppState>,
+    Principal(id): Principal,
+    Path(request_id): Path<String>,
+) -> Result<Json<RequestView>, ApiError> {
+    Ok(Json(s.broker.get_request(&id, &request_id).await?))
+}
+
+/// `POST /v1/requests/{id}/approve|deny|cancel|revoke|review`, with an optional JSON body
+/// `{comment?}` (an empty body is no comment).
+pub async fn change_request(
+    State(s): State<AppState>,
+    meta: Meta,
+    Principal(id): Principal,
+    Path((request_id, operation)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<RequestView>, ApiError> {
+    let operation: Operation = operation.parse().map_err(|()| ApiError::NotFound)?;
+    let decision: RequestDecision = if body.is_empty() {
+        RequestDecision::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not a decision: {e}")))?
+    };
+    Ok(Json(
+        s.broker
+            .change_request(&id, &request_id, operation, &decision, &meta.0)
+            .await?,
+    ))
 }
 
 /// Any other path.

@@ -13,9 +13,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Postgres};
 
+use super::breakglass::{self as rows, RequestFilter, TransitionWrite};
 use super::chain::{
     NextLink, PageRow, SearchDialect, bind_insert, chain_head, search_query, stored_records,
 };
@@ -24,6 +25,7 @@ use crate::audit::{
     AuditRecord, CanonicalEvent, ChainHead, ChainKey, ChainStore, ChainStoreError,
     StoredAuditRecord,
 };
+use crate::breakglass::Request;
 
 /// A PostgreSQL-backed [`Store`].
 #[derive(Debug)]
@@ -58,17 +60,14 @@ impl PostgresStore {
             .map_err(|err| StoreError::Migrate(redact(err.to_string(), secret)))?;
         Ok(Self { pool })
     }
-}
 
-#[async_trait::async_trait]
-impl ChainStore for PostgresStore {
-    async fn append_audit(
-        &self,
+    /// Appends `event` as the next link inside the caller's transaction, locking the head row
+    /// first: every append of every replica queues there.
+    async fn append_link(
+        tx: &mut PgConnection,
         event: &CanonicalEvent,
         key: &ChainKey,
-    ) -> Result<AuditRecord, ChainStoreError> {
-        // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
-        let mut tx = self.pool.begin().await.map_err(sqlx_err)?;
+    ) -> Result<NextLink, StoreError> {
         let (head_seq, head_hash): (i64, Vec<u8>) = sqlx::query_as(LOCK_HEAD)
             .fetch_one(&mut *tx)
             .await
@@ -87,10 +86,47 @@ impl ChainStore for PostgresStore {
             .map_err(sqlx_err)?
             .rows_affected();
         if moved != 1 {
-            return Err(ChainStoreError::Conflict(
+            return Err(StoreError::Conflict(
                 "audit head moved during an append".to_owned(),
             ));
         }
+        Ok(link)
+    }
+
+    /// The requests `rows` hold, with their approvals.
+    async fn with_approvals(&self, rows: Vec<PgRow>) -> Result<Vec<Request>, StoreError> {
+        let mut requests = rows
+            .iter()
+            .map(rows::request_from_row::<_, DateTime<Utc>>)
+            .collect::<Result<Vec<_>, _>>()?;
+        if requests.is_empty() {
+            return Ok(requests);
+        }
+        let ids: Vec<String> = requests.iter().map(|r| r.id.clone()).collect();
+        let approvals = rows::select_approvals::<Postgres>(&ids)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        let approvals = approvals
+            .iter()
+            .map(rows::approval_from_row::<_, DateTime<Utc>>)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows::attach(&mut requests, approvals);
+        Ok(requests)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChainStore for PostgresStore {
+    async fn append_audit(
+        &self,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<AuditRecord, ChainStoreError> {
+        // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
+        let mut tx = self.pool.begin().await.map_err(sqlx_err)?;
+        let link = Self::append_link(&mut tx, event, key).await?;
         tx.commit().await.map_err(sqlx_err)?;
         Ok(link.record(event))
     }
@@ -143,6 +179,87 @@ impl Store for PostgresStore {
             .await
             .map_err(sqlx_err)?;
         Ok(stored_records(rows))
+    }
+
+    async fn breakglass_request(&self, id: &str) -> Result<Option<Request>, StoreError> {
+        let rows = rows::select_request::<Postgres>(id)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(self.with_approvals(rows).await?.into_iter().next())
+    }
+
+    async fn breakglass_requests(
+        &self,
+        filter: &RequestFilter,
+    ) -> Result<Vec<Request>, StoreError> {
+        let rows = rows::select_requests::<Postgres>(filter)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        self.with_approvals(rows).await
+    }
+
+    async fn breakglass_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Request>, StoreError> {
+        let rows = rows::select_due::<Postgres, DateTime<Utc>>(now, limit)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        self.with_approvals(rows).await
+    }
+
+    async fn commit_transition(
+        &self,
+        write: &TransitionWrite<'_>,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        let t = write.transition;
+        // Dropping `tx` before commit (an early return below, or a cancelled future) rolls back
+        // the request, its approval and its audit record together.
+        // INVARIANT: the request row is locked (by the UPDATE) before the audit head, and no
+        // other statement takes them the other way round, so replicas cannot deadlock here.
+        let mut tx = self.pool.begin().await.map_err(sqlx_err)?;
+        let applied = match t.expected_version {
+            None => rows::insert_request::<Postgres, DateTime<Utc>>(&t.request)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?
+                .rows_affected(),
+            Some(v) => rows::update_request::<Postgres, DateTime<Utc>>(&t.request, v)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?
+                .rows_affected(),
+        };
+        if applied != 1 {
+            return Ok(None);
+        }
+        if let Some(a) = &t.approval {
+            let inserted = rows::insert_approval::<Postgres, DateTime<Utc>>(&t.request.id, a)
+                .build()
+                .execute(&mut *tx)
+                .await;
+            match inserted.map_err(sqlx_err) {
+                Ok(_) => {}
+                // The person's approval is there already: someone else's read was stale.
+                Err(StoreError::Conflict(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let link = Self::append_link(&mut tx, event, key).await?;
+        super::insert_outbox_postgres(&mut tx, write.outbox, write.now).await?;
+        tx.commit().await.map_err(sqlx_err)?;
+        Ok(Some(link.record(event)))
     }
 }
 

@@ -12,9 +12,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
+use super::breakglass::{self as rows, RequestFilter, TransitionWrite};
 use super::chain::{
     NextLink, PageRow, SearchDialect, bind_insert, chain_head, search_query, stored_records,
 };
@@ -23,6 +27,7 @@ use crate::audit::{
     AuditRecord, CanonicalEvent, ChainHead, ChainKey, ChainStore, ChainStoreError,
     StoredAuditRecord,
 };
+use crate::breakglass::Request;
 
 /// A SQLite-backed [`Store`].
 #[derive(Debug)]
@@ -78,22 +83,14 @@ impl SqliteStore {
             write_lock: tokio::sync::Mutex::new(()),
         })
     }
-}
 
-#[async_trait::async_trait]
-impl ChainStore for SqliteStore {
-    async fn append_audit(
-        &self,
+    /// Appends `event` as the next link inside the caller's write transaction (which holds the
+    /// database write lock since `BEGIN IMMEDIATE`).
+    async fn append_link(
+        tx: &mut SqliteConnection,
         event: &CanonicalEvent,
         key: &ChainKey,
-    ) -> Result<AuditRecord, ChainStoreError> {
-        let _writer = self.write_lock.lock().await;
-        // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(sqlx_err)?;
+    ) -> Result<NextLink, StoreError> {
         let (head_seq, head_hash): (i64, Vec<u8>) = sqlx::query_as(SELECT_HEAD)
             .fetch_one(&mut *tx)
             .await
@@ -112,10 +109,52 @@ impl ChainStore for SqliteStore {
             .map_err(sqlx_err)?
             .rows_affected();
         if moved != 1 {
-            return Err(ChainStoreError::Conflict(
+            return Err(StoreError::Conflict(
                 "audit head moved during an append".to_owned(),
             ));
         }
+        Ok(link)
+    }
+
+    /// The requests `rows` hold, with their approvals.
+    async fn with_approvals(&self, rows: Vec<SqliteRow>) -> Result<Vec<Request>, StoreError> {
+        let mut requests = rows
+            .iter()
+            .map(rows::request_from_row::<_, String>)
+            .collect::<Result<Vec<_>, _>>()?;
+        if requests.is_empty() {
+            return Ok(requests);
+        }
+        let ids: Vec<String> = requests.iter().map(|r| r.id.clone()).collect();
+        let approvals = rows::select_approvals::<Sqlite>(&ids)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        let approvals = approvals
+            .iter()
+            .map(rows::approval_from_row::<_, String>)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows::attach(&mut requests, approvals);
+        Ok(requests)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChainStore for SqliteStore {
+    async fn append_audit(
+        &self,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<AuditRecord, ChainStoreError> {
+        let _writer = self.write_lock.lock().await;
+        // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sqlx_err)?;
+        let link = Self::append_link(&mut tx, event, key).await?;
         tx.commit().await.map_err(sqlx_err)?;
         Ok(link.record(event))
     }
@@ -170,6 +209,90 @@ impl Store for SqliteStore {
             .await
             .map_err(sqlx_err)?;
         Ok(stored_records(rows))
+    }
+
+    async fn breakglass_request(&self, id: &str) -> Result<Option<Request>, StoreError> {
+        let rows = rows::select_request::<Sqlite>(id)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        Ok(self.with_approvals(rows).await?.into_iter().next())
+    }
+
+    async fn breakglass_requests(
+        &self,
+        filter: &RequestFilter,
+    ) -> Result<Vec<Request>, StoreError> {
+        let rows = rows::select_requests::<Sqlite>(filter)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        self.with_approvals(rows).await
+    }
+
+    async fn breakglass_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Request>, StoreError> {
+        let rows = rows::select_due::<Sqlite, String>(now, limit)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_err)?;
+        self.with_approvals(rows).await
+    }
+
+    async fn commit_transition(
+        &self,
+        write: &TransitionWrite<'_>,
+        event: &CanonicalEvent,
+        key: &ChainKey,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        let t = write.transition;
+        let _writer = self.write_lock.lock().await;
+        // Dropping `tx` before commit (an early return below, or a cancelled future) rolls back
+        // the request, its approval and its audit record together.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sqlx_err)?;
+        let applied = match t.expected_version {
+            None => rows::insert_request::<Sqlite, String>(&t.request)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?
+                .rows_affected(),
+            Some(v) => rows::update_request::<Sqlite, String>(&t.request, v)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?
+                .rows_affected(),
+        };
+        if applied != 1 {
+            return Ok(None);
+        }
+        if let Some(a) = &t.approval {
+            let inserted = rows::insert_approval::<Sqlite, String>(&t.request.id, a)
+                .build()
+                .execute(&mut *tx)
+                .await;
+            match inserted.map_err(sqlx_err) {
+                Ok(_) => {}
+                // The person's approval is there already: someone else's read was stale.
+                Err(StoreError::Conflict(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let link = Self::append_link(&mut tx, event, key).await?;
+        super::insert_outbox_sqlite(&mut tx, write.outbox, write.now).await?;
+        tx.commit().await.map_err(sqlx_err)?;
+        Ok(Some(link.record(event)))
     }
 }
 

@@ -4,8 +4,8 @@
 //! [`Idp::login_device_flow`] play the browser with a cookie-jar HTTP client through the provider's
 //! own login, second-factor and consent pages.
 //!
-//! Test users (password [`PASSWORD`]; `bob` and `dave` must also enter the one-time code [`OTP`] and
-//! get `amr: ["pwd","mfa"]`):
+//! Test users (password [`PASSWORD`]; those with MFA must also enter the one-time code [`OTP`] and
+//! get `amr: ["pwd","mfa"]`; a login through the device flow gets `acr` [`DEVICE_ACR`]):
 //!
 //! | user  | groups                           | department | MFA |
 //! |-------|----------------------------------|------------|-----|
@@ -13,6 +13,9 @@
 //! | bob   | engineering, sre                 | platform   | yes |
 //! | carol | finance                          | finance    | no  |
 //! | dave  | engineering, prod-approvers      | security   | yes |
+//! | erin  | auditors                         | security   | yes |
+//! | frank | engineering, prod-approvers      | security   | yes |
+//! | grace | engineering                      | platform   | yes |
 //! | mallory | engineering                    | platform   | no  |
 //!
 //! Every user's `preferred_username` is the login name except `mallory`'s (`mallory.m`), and every
@@ -39,6 +42,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::free_port;
+
+/// The `acr` of every login through the device flow (the IdP's own mark; OIDC has none).
+pub const DEVICE_ACR: &str = "urn:latchkey:loa:device";
 
 /// Password of every test user.
 pub const PASSWORD: &str = "latchkey-test";

@@ -9,7 +9,10 @@
 //   IDP_ACCESS_TOKEN_TTL access token lifetime in seconds (default: the ID token lifetime)
 //
 // Test users all have the password `latchkey-test`; users with MFA are asked for the one-time code
-// `123456` after the password and get `amr: ["pwd", "mfa"]`. `mallory` typed someone else's
+// `123456` after the password and get `amr: ["pwd", "mfa"]`. A login through the device flow gets
+// `acr: "urn:latchkey:loa:device"` (OIDC has no standard mark of the grant that issued a token;
+// this IdP marks it the way an IdP's own policy can, so the broker's `device_flow_acr` can be
+// tested); other logins get `urn:latchkey:loa:pwd` or `urn:latchkey:loa:mfa`. `mallory` typed someone else's
 // address, which this IdP never verified (`email_verified: false`).
 //
 // Claims follow a common IdP mapping: `email` and `email_verified` under the `email` scope,
@@ -48,6 +51,8 @@ const USERS = {
   carol: { email: 'carol@example.com', groups: ['finance'], department: 'finance', mfa: false },
   dave: { email: 'dave@example.com', groups: ['engineering', 'prod-approvers'], department: 'security', mfa: true },
   erin: { email: 'erin@example.com', groups: ['auditors'], department: 'security', mfa: true },
+  frank: { email: 'frank@example.com', groups: ['engineering', 'prod-approvers'], department: 'security', mfa: true },
+  grace: { email: 'grace@example.com', groups: ['engineering'], department: 'platform', mfa: true },
   mallory: {
     email: 'ceo@example.com',
     emailVerified: false,
@@ -132,7 +137,7 @@ const provider = new Provider(issuer, {
     profile: ['preferred_username', 'department'],
   },
   scopes: ['openid', 'offline_access', 'email', 'groups', 'profile'],
-  acrValues: ['urn:latchkey:loa:pwd', 'urn:latchkey:loa:mfa'],
+  acrValues: ['urn:latchkey:loa:pwd', 'urn:latchkey:loa:mfa', 'urn:latchkey:loa:device'],
   pkce: { required: () => true },
   features: {
     devInteractions: { enabled: false },
@@ -285,6 +290,9 @@ async function interaction(req, res, uid, action) {
   }
   const { prompt, params, session } = details;
   const clientId = params.client_id;
+  // The device flow resumes at /device/...; every other flow at /auth/...
+  const deviceFlow = new URL(details.returnTo).pathname.startsWith('/device/');
+  const acr = (level) => (deviceFlow ? 'urn:latchkey:loa:device' : `urn:latchkey:loa:${level}`);
 
   if (req.method === 'GET' && action === '') {
     if (prompt.name === 'login') {
@@ -313,12 +321,12 @@ async function interaction(req, res, uid, action) {
       }
       if (user.mfa) {
         const token = randomBytes(24).toString('base64url');
-        pendingMfa.set(token, { uid, accountId: login, ts: Math.floor(Date.now() / 1000) });
+        pendingMfa.set(token, { uid, accountId: login, ts: Math.floor(Date.now() / 1000), deviceFlow });
         sendHtml(res, 200, otpPage(uid, token));
         return;
       }
       await provider.interactionFinished(req, res, {
-        login: { accountId: login, amr: ['pwd'], acr: 'urn:latchkey:loa:pwd' },
+        login: { accountId: login, amr: ['pwd'], acr: acr('pwd') },
       }, { mergeWithLastSubmission: false });
       return;
     }
@@ -336,7 +344,7 @@ async function interaction(req, res, uid, action) {
       }
       pendingMfa.delete(token);
       await provider.interactionFinished(req, res, {
-        login: { accountId: pending.accountId, ts: pending.ts, amr: ['pwd', 'mfa'], acr: 'urn:latchkey:loa:mfa' },
+        login: { accountId: pending.accountId, ts: pending.ts, amr: ['pwd', 'mfa'], acr: acr('mfa') },
       }, { mergeWithLastSubmission: false });
       return;
     }

@@ -69,6 +69,9 @@ async fn fixture(refuse: Option<&'static str>) -> Fixture {
         policy: PolicySet::load(&dir).unwrap(),
         clock: Arc::clone(&clock) as SharedClock,
         grants_per_minute: 60,
+        breakglass: crate::config::BreakglassConfig::default(),
+        webhooks: Vec::new(),
+        wakeup: crate::notify::Wakeup::new(),
     });
     Fixture {
         broker,

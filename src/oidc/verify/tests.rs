@@ -46,6 +46,8 @@ fn provider() -> ProviderConfig {
         email_verified: crate::config::EmailVerified::Require,
         session_name_claim: "preferred_username".into(),
         cli_scopes: None,
+        device_flow_amr: Vec::new(),
+        device_flow_acr: Vec::new(),
     }
 }
 

@@ -344,3 +344,158 @@ fn a_policy_naming_an_unknown_target_is_refused() {
 }
 
 const SCHEMA: &str = include_str!("../../../policies/latchkey.cedarschema");
+
+#[test]
+fn a_role_without_break_glass_cannot_be_requested() {
+    let set = load("", &[]).unwrap();
+    assert!(set.role("readonly").unwrap().break_glass().is_none());
+}
+
+#[test]
+fn break_glass_with_only_approvals_gets_the_defaults() {
+    let set = load("break_glass = { approvals = 2 }", &[]).unwrap();
+    let bg = set.role("readonly").unwrap().break_glass().unwrap();
+    assert_eq!(bg.approvals(), 2);
+    assert_eq!(bg.request_ttl().as_secs(), 3600);
+    assert_eq!(bg.max_window().as_secs(), 4 * 3600);
+    assert_eq!(bg.ticket_pattern(), None);
+    assert!(!bg.emergency());
+    assert!(!bg.revoke_sessions());
+}
+
+#[test]
+fn break_glass_with_every_key_parses() {
+    let set = load(
+        "break_glass = { approvals = 3, request_ttl = \"30m\", max_window = \"8h\", \
+         ticket_pattern = \"INC-[0-9]+\", emergency = true, revoke_sessions = true }",
+        &[],
+    )
+    .unwrap();
+    let bg = set.role("readonly").unwrap().break_glass().unwrap();
+    assert_eq!(bg.approvals(), 3);
+    assert_eq!(bg.request_ttl().as_secs(), 1800);
+    // The window may be longer than the role's 1h sessions: each session is clamped to it.
+    assert_eq!(bg.max_window().as_secs(), 8 * 3600);
+    assert_eq!(bg.ticket_pattern(), Some("INC-[0-9]+"));
+    assert!(bg.emergency());
+    assert!(bg.revoke_sessions());
+}
+
+#[test]
+fn every_problem_of_break_glass_is_reported_at_once_with_its_key_path() {
+    let errors = load(
+        "break_glass = { approvals = 0, request_ttl = \"30s\", max_window = \"10m\", \
+         ticket_pattern = \"INC-(\", emergency = \"yes\", color = \"red\" }",
+        &[],
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(": ").nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "role[0].break_glass.emergency",
+            "role[0].break_glass.approvals",
+            "role[0].break_glass.request_ttl",
+            "role[0].break_glass.max_window",
+            "role[0].break_glass.ticket_pattern",
+            "role[0].break_glass.color",
+        ],
+        "{errors:#?}"
+    );
+    assert!(errors[1].contains("`0` is not a number of approvals from 1 to 10"));
+    assert!(
+        errors[2].contains("`30s` is outside 1m to 168h"),
+        "{}",
+        errors[2]
+    );
+    assert!(
+        errors[3].contains("`10m` is outside 15m to 24h"),
+        "{}",
+        errors[3]
+    );
+    assert!(
+        errors[4].contains("is not a regular expression"),
+        "{}",
+        errors[4]
+    );
+}
+
+#[test]
+fn approvals_and_windows_have_sane_bounds() {
+    for bad in [
+        "approvals = 11",
+        "approvals = -1",
+        "approvals = 1, max_window = \"25h\"",
+        "approvals = 1, request_ttl = \"8d\"",
+        "approvals = 1, ticket_pattern = \"\"",
+        "request_ttl = \"1h\"",
+    ] {
+        assert!(
+            load(&format!("break_glass = {{ {bad} }}"), &[]).is_err(),
+            "{bad}"
+        );
+    }
+    for good in [
+        "approvals = 1, max_window = \"15m\", request_ttl = \"1m\"",
+        "approvals = 10, max_window = \"24h\", request_ttl = \"7d\"",
+    ] {
+        assert!(
+            load(&format!("break_glass = {{ {good} }}"), &[]).is_ok(),
+            "{good}"
+        );
+    }
+}
+
+#[test]
+fn a_ticket_must_match_the_whole_pattern_and_fit_a_session_tag() {
+    use crate::policy::TicketError;
+    let set = load(
+        "break_glass = { approvals = 1, ticket_pattern = \"INC-[0-9]+\" }",
+        &[],
+    )
+    .unwrap();
+    let bg = set.role("readonly").unwrap().break_glass().unwrap();
+    assert_eq!(
+        bg.check_ticket("readonly", Some("INC-42"), false),
+        Ok(Some("INC-42".to_owned()))
+    );
+    for partial in ["xINC-42", "INC-42x", "INC-", "inc-42"] {
+        assert!(
+            matches!(
+                bg.check_ticket("readonly", Some(partial), false),
+                Err(TicketError::NoMatch { .. })
+            ),
+            "{partial}"
+        );
+    }
+    assert!(matches!(
+        bg.check_ticket("readonly", None, false),
+        Err(TicketError::Missing { .. })
+    ));
+    let err = bg
+        .check_ticket("readonly", Some("INC-1\u{1b}[2J"), false)
+        .unwrap_err();
+    assert_eq!(err, TicketError::Invalid);
+    assert!(!err.to_string().contains('\u{1b}'));
+
+    let plain = load("break_glass = { approvals = 1 }", &[]).unwrap();
+    let bg = plain.role("readonly").unwrap().break_glass().unwrap();
+    assert_eq!(bg.check_ticket("readonly", None, false), Ok(None));
+    assert_eq!(bg.check_ticket("readonly", Some(""), false), Ok(None));
+    // An emergency needs a ticket even without a pattern.
+    assert!(matches!(
+        bg.check_ticket("readonly", None, true),
+        Err(TicketError::Missing { pattern: None, .. })
+    ));
+    assert_eq!(
+        bg.check_ticket("readonly", Some(&"x".repeat(129)), false),
+        Err(TicketError::Invalid)
+    );
+    assert_eq!(
+        bg.check_ticket("readonly", Some("a;b"), false),
+        Err(TicketError::Invalid)
+    );
+}

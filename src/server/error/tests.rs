@@ -205,6 +205,9 @@ attributes = ["department"]
         policy: PolicySet::load(policies.path()).unwrap(),
         clock: Arc::clone(&shared),
         grants_per_minute: config.server.grants_per_minute,
+        breakglass: crate::config::BreakglassConfig::default(),
+        webhooks: Vec::new(),
+        wakeup: crate::notify::Wakeup::new(),
     }));
     // With a department, a second factor too (the shipped policies ask for one to log in over SSH).
     let user = |department: Option<&str>| DevUser {
