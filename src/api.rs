@@ -238,6 +238,25 @@ pub struct RequestView {
     pub expires_at: String,
     /// When an active request's window ends.
     pub window_ends_at: Option<String>,
+    /// Only in the answer to a revoke on a role with `revoke_sessions`: whether the sessions
+    /// already issued were cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionsRevocationView>,
+}
+
+/// What a revoke did to the sessions already issued under the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsRevocationView {
+    /// `revoked`: every role carries the deny policy; `pending`: IAM did not take it yet and
+    /// every replica's sweeper keeps trying (new credentials are refused either way).
+    pub state: String,
+    /// The inline deny policy's name.
+    pub policy_name: String,
+    /// Sessions issued before this time are denied.
+    pub issued_before: String,
+    /// Why it is pending, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// One approval of a request.

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 
 use super::grant::{check_reason, printable};
 use super::{Broker, BrokerError, RequestMeta, RevocationCause, RevocationOrder, Revoker, actor};
-use crate::api::{ApprovalView, NewRequest, RequestDecision, RequestList, RequestView};
+use crate::api::{
+    ApprovalView, NewRequest, RequestDecision, RequestList, RequestView, SessionsRevocationView,
+};
 use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::breakglass::{
     Ask, Event, Freshness, Person, Refusal, Request, State, Transition, whole_seconds,
@@ -358,10 +360,11 @@ impl Broker {
                 .commit(Some(id), &transition, &policy, Value::Null, meta)
                 .await?
             {
+                let mut answer = view(&transition.request);
                 if transition.event == Event::Revoked {
-                    self.after_revoke(&transition.request, id, meta).await?;
+                    answer.sessions = self.after_revoke(&transition.request, id, meta).await?;
                 }
-                return Ok(view(&transition.request));
+                return Ok(answer);
             }
             tracing::debug!(request.id = %request_id, operation = operation.as_str(),
                 "the request changed meanwhile; deciding again");
@@ -404,18 +407,23 @@ impl Broker {
     /// answered. New credentials stop at once without it: the request is no longer active.
     /// For roles with `revoke_sessions = true` it also cuts off the sessions already issued to
     /// the requester on that role ([`Broker::revoke_sessions`]: an inline deny policy on the
-    /// role for their source identity and sessions issued before the revocation).
+    /// role for their source identity and sessions issued before the revocation), and says how
+    /// that went; `None` for other roles.
+    ///
+    /// A deny policy IAM did not take is `pending` in the answer, not an error: the revoke
+    /// itself is committed, and the revocation's intent is durable, so every replica's sweeper
+    /// keeps trying.
     ///
     /// # Errors
     ///
-    /// [`BrokerError::RevocationIncomplete`] when IAM did not take the deny policy (the request
-    /// stays revoked; the revocation sweeper keeps trying), or an audit failure.
+    /// When the revocation could not even be recorded (the store or the audit chain is
+    /// unavailable): nothing will retry it, so the caller must hear it failed (503).
     async fn after_revoke(
         &self,
         request: &Request,
         by: &Identity,
         meta: &RequestMeta,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Option<SessionsRevocationView>, BrokerError> {
         let revoke_sessions = self
             .policy()
             .role(&request.role)
@@ -424,7 +432,7 @@ impl Broker {
         tracing::debug!(request.id = %request.id, role = %request.role, revoke_sessions,
             "break-glass request revoked; no more credentials are issued for it");
         if !revoke_sessions {
-            return Ok(());
+            return Ok(None);
         }
         let order = RevocationOrder {
             issuer: request.requester.issuer.clone(),
@@ -436,7 +444,25 @@ impl Broker {
             at: request.closed_at.unwrap_or_else(|| self.clock.now()),
             meta: meta.clone(),
         };
-        self.revoke_sessions(&order).await.map(|_| ())
+        let (revocation, detail) = match self.revoke_sessions(&order).await {
+            Ok(revocation) => (revocation, None),
+            Err(BrokerError::RevocationIncomplete(revocation)) => {
+                let detail = BrokerError::RevocationIncomplete(revocation.clone()).to_string();
+                (*revocation, Some(detail))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Some(SessionsRevocationView {
+            state: if detail.is_some() {
+                "pending"
+            } else {
+                "revoked"
+            }
+            .to_owned(),
+            policy_name: revocation.policy_name.clone(),
+            issued_before: rfc3339(revocation.issued_before),
+            detail,
+        }))
     }
 
     /// The caller's active request for `role` at `now`, if any: the one whose window ends last.
@@ -758,6 +784,7 @@ pub(super) fn view(r: &Request) -> RequestView {
         created_at: rfc3339(r.created_at),
         expires_at: rfc3339(r.expires_at),
         window_ends_at: r.window_ends_at.map(rfc3339),
+        sessions: None,
     }
 }
 

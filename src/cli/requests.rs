@@ -137,6 +137,19 @@ pub(super) fn run_decide(what: Decide, args: DecideArgs) -> ExitCode {
     match result {
         Ok(r) => {
             println!("{} {}", what.done(), describe(&r));
+            if let Some(sessions) = &r.sessions {
+                match &sessions.detail {
+                    None => eprintln!(
+                        "latchkey: sessions issued before {} are denied (policy {})",
+                        sanitize(&sessions.issued_before),
+                        sanitize(&sessions.policy_name)
+                    ),
+                    Some(detail) => eprintln!(
+                        "latchkey: warning: sessions already issued are not cut off yet: {}",
+                        sanitize(detail)
+                    ),
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -323,6 +336,7 @@ mod tests {
             created_at: "2030-01-01T00:00:00Z".into(),
             expires_at: "2030-01-01T01:00:00Z".into(),
             window_ends_at: None,
+            sessions: None,
         }
     }
 
