@@ -22,6 +22,10 @@ mod aws_sts;
 mod bad_tokens;
 #[path = "integration/breakglass.rs"]
 mod breakglass;
+#[path = "integration/breakglass_notify.rs"]
+mod breakglass_notify;
+#[path = "integration/breakglass_revoke.rs"]
+mod breakglass_revoke;
 #[path = "integration/cli.rs"]
 mod cli;
 #[path = "integration/credentials.rs"]

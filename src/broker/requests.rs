@@ -441,7 +441,11 @@ impl Broker {
             cause: RevocationCause::Request(request.id.clone()),
             revoker: Revoker::Principal(actor(by)),
             reason: request.close_comment.clone(),
-            at: request.closed_at.unwrap_or_else(|| self.clock.now()),
+            // SECURITY: the time after the commit, never `closed_at`: a request's times are cut
+            // to whole seconds, so `closed_at` may be up to a second before the revocation, and
+            // the deny's bound (`at` plus the clock-skew allowance, rounded up) would then cover
+            // less than the whole allowance after it.
+            at: self.clock.now(),
             meta: meta.clone(),
         };
         let (revocation, detail) = match self.revoke_sessions(&order).await {

@@ -54,7 +54,7 @@ impl Db {
     }
 }
 
-fn iam(moto: &Moto) -> aws_sdk_iam::Client {
+pub(crate) fn iam(moto: &Moto) -> aws_sdk_iam::Client {
     use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
     let config = aws_sdk_iam::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -66,7 +66,7 @@ fn iam(moto: &Moto) -> aws_sdk_iam::Client {
 }
 
 /// A role under /latchkey/ with `max_session_secs` (moto takes values IAM would refuse).
-async fn create_role(iam: &aws_sdk_iam::Client, name: &str, max_session_secs: i32) {
+pub(crate) async fn create_role(iam: &aws_sdk_iam::Client, name: &str, max_session_secs: i32) {
     let trust = format!(
         r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT_ID}:user/moto"}},"Action":["sts:AssumeRole","sts:TagSession","sts:SetSourceIdentity"]}}]}}"#
     );
@@ -81,7 +81,11 @@ async fn create_role(iam: &aws_sdk_iam::Client, name: &str, max_session_secs: i3
 }
 
 /// The inline policy `policy` of `role` as JSON, or `None` when IAM says `NoSuchEntity`.
-async fn role_policy(iam: &aws_sdk_iam::Client, role: &str, policy: &str) -> Option<Value> {
+pub(crate) async fn role_policy(
+    iam: &aws_sdk_iam::Client,
+    role: &str,
+    policy: &str,
+) -> Option<Value> {
     match iam
         .get_role_policy()
         .role_name(role)
@@ -247,7 +251,7 @@ async fn rows(db: &Db, revocation_id: &str) -> Vec<RevocationRow> {
 }
 
 /// IAM's `StringLike`, for the patterns latchkey writes: a leading `*` or none.
-fn string_like(pattern: &str, text: &str) -> bool {
+pub(crate) fn string_like(pattern: &str, text: &str) -> bool {
     match pattern.strip_prefix('*') {
         Some(suffix) => text.ends_with(suffix),
         None => text == pattern,
