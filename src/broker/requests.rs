@@ -16,7 +16,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::grant::{check_reason, printable};
-use super::{Broker, BrokerError, RequestMeta, RevocationCause, RevocationOrder, Revoker, actor};
+use super::{
+    Broker, BrokerError, RequestMeta, RevocationCause, RevocationOrder, Revoker, RoleOutcome, actor,
+};
 use crate::api::{
     ApprovalView, NewRequest, RequestDecision, RequestList, RequestView, SessionsRevocationView,
 };
@@ -451,7 +453,19 @@ impl Broker {
         let (revocation, detail) = match self.revoke_sessions(&order).await {
             Ok(revocation) => (revocation, None),
             Err(BrokerError::RevocationIncomplete(revocation)) => {
-                let detail = BrokerError::RevocationIncomplete(revocation.clone()).to_string();
+                let why: Vec<String> = revocation
+                    .roles
+                    .iter()
+                    .filter_map(|r| match &r.outcome {
+                        RoleOutcome::Pending { error, retry_at } => Some(format!(
+                            "`{}`: {error} (next try {})",
+                            r.role,
+                            rfc3339(*retry_at)
+                        )),
+                        RoleOutcome::Applied { .. } => None,
+                    })
+                    .collect();
+                let detail = format!("retrying in the background; {}", why.join("; "));
                 (*revocation, Some(detail))
             }
             Err(e) => return Err(e),

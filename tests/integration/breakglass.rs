@@ -952,11 +952,10 @@ async fn cli_as(broker: &TestBroker, user: &str) -> CliHome {
 async fn the_cli_asks_approves_and_gets_credentials_only_through_an_active_request() {
     let idp = idp::shared().await;
     let moto = Moto::start().await;
-    // grace revokes at the end; prod-admin's role is in another account than moto's.
-    let policies = policies_with(&[NO_SESSION_REVOCATION]);
-    let mut opts = BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint());
-    opts.policy_dir = policies.path().to_path_buf();
-    let broker = TestBroker::start(opts).await;
+    // The shipped catalog: grace revokes at the end, and prod-admin (revoke_sessions = true)
+    // lives in another account than moto's, so cutting off her sessions stays pending.
+    let broker =
+        TestBroker::start(BrokerOptions::issuer(idp.issuer()).with_aws(moto.endpoint())).await;
     let grace = cli_as(&broker, "grace").await;
     let dave = cli_as(&broker, "dave").await;
     let frank = cli_as(&broker, "frank").await;
@@ -1036,8 +1035,17 @@ async fn the_cli_asks_approves_and_gets_credentials_only_through_an_active_reque
     let creds: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert!(creds["AccessKeyId"].as_str().unwrap().starts_with("ASIA"));
 
+    // The revoke is done (exit 0) and says the deny policy is not on the role yet, and why.
     let out = grace.run(&["revoke", &id]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("revoked:"), "{}", stdout(&out));
+    let warning = stderr(&out);
+    assert!(
+        warning.contains("warning: sessions already issued are not cut off yet")
+            && warning.contains("prod-admin")
+            && warning.contains("222222222222"),
+        "{warning}"
+    );
     let out = dave.run(&["requests", "--mine"]).await;
     assert!(!stdout(&out).contains(&id), "{}", stdout(&out));
     let out = grace
