@@ -146,18 +146,14 @@ impl OutboxStore for SqliteStore {
         error: &str,
     ) -> Result<bool, OutboxError> {
         let _writer = self.write_lock.lock().await;
-        let done = sqlx::query(
-            "UPDATE notify_outbox SET next_attempt_at = ?, last_error = ?, \
-             claimed_until = NULL, claim_token = NULL \
-             WHERE id = ? AND claim_token = ? AND delivered_at IS NULL AND gave_up_at IS NULL",
-        )
-        .bind(time_format::format(&next_attempt_at))
-        .bind(error)
-        .bind(id)
-        .bind(token)
-        .execute(&self.pool)
-        .await
-        .map_err(outbox_err)?;
+        let done = sqlx::query(&Release::Retry.sql("?", "?", "?", "?"))
+            .bind(time_format::format(&next_attempt_at))
+            .bind(error)
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(outbox_err)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -169,18 +165,14 @@ impl OutboxStore for SqliteStore {
         error: &str,
     ) -> Result<bool, OutboxError> {
         let _writer = self.write_lock.lock().await;
-        let done = sqlx::query(
-            "UPDATE notify_outbox SET gave_up_at = ?, last_error = ?, \
-             claimed_until = NULL, claim_token = NULL \
-             WHERE id = ? AND claim_token = ? AND delivered_at IS NULL AND gave_up_at IS NULL",
-        )
-        .bind(time_format::format(&at))
-        .bind(error)
-        .bind(id)
-        .bind(token)
-        .execute(&self.pool)
-        .await
-        .map_err(outbox_err)?;
+        let done = sqlx::query(&Release::GiveUp.sql("?", "?", "?", "?"))
+            .bind(time_format::format(&at))
+            .bind(error)
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(outbox_err)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -282,18 +274,14 @@ impl OutboxStore for PostgresStore {
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> Result<bool, OutboxError> {
-        let done = sqlx::query(
-            "UPDATE notify_outbox SET next_attempt_at = $1, last_error = $2, \
-             claimed_until = NULL, claim_token = NULL \
-             WHERE id = $3 AND claim_token = $4 AND delivered_at IS NULL AND gave_up_at IS NULL",
-        )
-        .bind(next_attempt_at)
-        .bind(error)
-        .bind(id)
-        .bind(token)
-        .execute(&self.pool)
-        .await
-        .map_err(outbox_err)?;
+        let done = sqlx::query(&Release::Retry.sql("$1", "$2", "$3", "$4"))
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(outbox_err)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -304,18 +292,14 @@ impl OutboxStore for PostgresStore {
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<bool, OutboxError> {
-        let done = sqlx::query(
-            "UPDATE notify_outbox SET gave_up_at = $1, last_error = $2, \
-             claimed_until = NULL, claim_token = NULL \
-             WHERE id = $3 AND claim_token = $4 AND delivered_at IS NULL AND gave_up_at IS NULL",
-        )
-        .bind(at)
-        .bind(error)
-        .bind(id)
-        .bind(token)
-        .execute(&self.pool)
-        .await
-        .map_err(outbox_err)?;
+        let done = sqlx::query(&Release::GiveUp.sql("$1", "$2", "$3", "$4"))
+            .bind(at)
+            .bind(error)
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(outbox_err)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -353,6 +337,32 @@ impl OutboxStore for PostgresStore {
             pending: u64::try_from(pending).unwrap_or(0),
             oldest,
         })
+    }
+}
+
+/// How a worker lets go of a row it holds: due again at a time, or given up at a time.
+#[derive(Clone, Copy)]
+enum Release {
+    Retry,
+    GiveUp,
+}
+
+impl Release {
+    /// The `UPDATE` that sets this release's time and the error and drops the claim, only while
+    /// `claim_token` is still the caller's; the four placeholders bind the time, the error, the
+    /// row id and the token, in the backend's syntax.
+    fn sql(self, time: &str, error: &str, id: &str, token: &str) -> String {
+        // SECURITY: only fixed text is formatted in; every value is bound.
+        let column = match self {
+            Release::Retry => "next_attempt_at",
+            Release::GiveUp => "gave_up_at",
+        };
+        format!(
+            "UPDATE notify_outbox SET {column} = {time}, last_error = {error}, \
+             claimed_until = NULL, claim_token = NULL \
+             WHERE id = {id} AND claim_token = {token} AND delivered_at IS NULL \
+             AND gave_up_at IS NULL"
+        )
     }
 }
 
