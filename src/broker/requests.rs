@@ -173,7 +173,7 @@ impl Broker {
         meta: &RequestMeta,
     ) -> Result<RequestView, BrokerError> {
         check_reason(&req.reason).map_err(BrokerError::ReasonInvalid)?;
-        self.admit_request(id, meta).await?;
+        self.admit_request(id, "create", meta).await?;
         let policy = self.policy();
         let now = self.clock.now();
         let target = json!({ "role": printable(&req.role) });
@@ -324,6 +324,9 @@ impl Broker {
         if let Some(c) = comment {
             check_reason(c).map_err(BrokerError::ReasonInvalid)?;
         }
+        // SECURITY: every change and every refusal is an audited write; one principal must not
+        // be able to fill the chain with refused approvals.
+        self.admit_request(id, operation.as_str(), meta).await?;
         for _ in 0..MAX_ATTEMPTS {
             let current = self
                 .load(request_id)
@@ -711,8 +714,14 @@ impl Broker {
         .await
     }
 
-    /// The principal's rate, shared with grants: requests are audited writes too.
-    async fn admit_request(&self, id: &Identity, meta: &RequestMeta) -> Result<(), BrokerError> {
+    /// The principal's rate, shared with grants: requests and their changes are audited writes
+    /// too. `operation` names what was refused in the audit record.
+    async fn admit_request(
+        &self,
+        id: &Identity,
+        operation: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), BrokerError> {
         let now_ms = self.clock.now().timestamp_millis();
         if let super::Admission::Refuse {
             retry_after_secs,
@@ -723,7 +732,7 @@ impl Broker {
                 let details = json!({ "code": "rate_limited",
                     "retry_after_seconds": retry_after_secs,
                     "grants_per_minute": self.limiter.per_minute() });
-                self.audit_refusal(id, "create", Value::Null, details, meta)
+                self.audit_refusal(id, operation, Value::Null, details, meta)
                     .await?;
             }
             return Err(BrokerError::RateLimited { retry_after_secs });

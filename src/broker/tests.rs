@@ -671,6 +671,69 @@ async fn self_approval_outsiders_repeats_and_decided_requests_are_refused_and_au
 }
 
 #[tokio::test]
+async fn refused_changes_count_against_the_principals_rate() {
+    let (broker, _, chain) = broker("nothing").await;
+    let meta = RequestMeta::default();
+    let asked = broker
+        .create_request(&grace(), &ask_prod_admin(None), &meta)
+        .await
+        .unwrap();
+    // An outsider hammering `approve`: each refusal is an audited write, 60 a minute at most.
+    let outsider = person("mallory", &["engineering"]);
+    for i in 0..60 {
+        let result = broker
+            .change_request(
+                &outsider,
+                &asked.id,
+                Operation::Approve,
+                &Default::default(),
+                &meta,
+            )
+            .await;
+        assert!(
+            matches!(result, Err(BrokerError::NotApprover { .. })),
+            "attempt {i}: {result:?}"
+        );
+    }
+    for _ in 0..5 {
+        let result = broker
+            .change_request(
+                &outsider,
+                &asked.id,
+                Operation::Approve,
+                &Default::default(),
+                &meta,
+            )
+            .await;
+        assert!(
+            matches!(result, Err(BrokerError::RateLimited { .. })),
+            "{result:?}"
+        );
+    }
+    let refusals: Vec<serde_json::Value> = records(&chain)
+        .await
+        .into_iter()
+        .filter(|(e, _)| e == "request.refused")
+        .map(|(_, d)| d)
+        .collect();
+    // 60 refusals decided, then one record of the rate limit, not five.
+    assert_eq!(refusals.len(), 61, "{refusals:?}");
+    assert_eq!(refusals[60]["code"], "rate_limited");
+    assert_eq!(refusals[60]["operation"], "approve");
+    // Someone else still gets through.
+    broker
+        .change_request(
+            &dave(),
+            &asked.id,
+            Operation::Approve,
+            &Default::default(),
+            &meta,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_transition_whose_record_cannot_be_written_changes_nothing() {
     let (broker, _, _) = broker("request.activated").await;
     let meta = RequestMeta::default();
