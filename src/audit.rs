@@ -28,6 +28,7 @@ pub mod anchor;
 pub mod auditor;
 pub mod canonical;
 pub mod chain;
+mod group_commit;
 pub mod key;
 pub mod kind;
 #[cfg(test)]

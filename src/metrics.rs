@@ -94,6 +94,15 @@ fn describe() {
         "latchkey_audit_append_failures_total",
         "Audit appends the store did not commit (nothing was granted)."
     );
+    describe_counter!(
+        "latchkey_audit_commits_total",
+        "Store transactions that committed audit records; appends per commit is the group \
+         commit's batch size."
+    );
+    describe_counter!(
+        "latchkey_audit_commit_failures_total",
+        "Batches of audit appends the store did not commit."
+    );
     describe_histogram!(
         "latchkey_aws_call_duration_seconds",
         ::metrics::Unit::Seconds,
@@ -210,6 +219,16 @@ pub fn audit_append(elapsed: Duration, ok: bool) {
     if !ok {
         ::metrics::counter!("latchkey_audit_append_failures_total").increment(1);
     }
+}
+
+/// One store transaction committed audit records (a group commit's batch, or a linked write).
+pub fn audit_commit() {
+    ::metrics::counter!("latchkey_audit_commits_total").increment(1);
+}
+
+/// One batch of audit appends not committed.
+pub fn audit_commit_failed() {
+    ::metrics::counter!("latchkey_audit_commit_failures_total").increment(1);
 }
 
 /// One AWS call (`api` such as `AssumeRole`); `error` is its error class, if it failed.

@@ -30,6 +30,8 @@ mod breakglass_revoke;
 mod cli;
 #[path = "integration/credentials.rs"]
 mod credentials;
+#[path = "integration/group_commit.rs"]
+mod group_commit;
 #[path = "integration/healthcheck.rs"]
 mod healthcheck;
 #[path = "integration/identity.rs"]

@@ -3,9 +3,12 @@
 //! the start-up check that a store has not fallen behind its sink file.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::group_commit::{self, Pending};
 use super::port::{ChainStore, ChainStoreError, LinkedWrite};
 use super::sink::{self, Sink, SinkError, SinkTail};
 use super::verify::{Verification, Verifier};
@@ -45,21 +48,32 @@ pub trait Recorder: Send + Sync + 'static {
 ///
 /// The store is the audit of record. If [`Auditor::append`] returns an error, the event was NOT
 /// recorded and the caller must fail closed: no credentials, no key push, answer 503.
+///
+/// Appends are group-committed: they queue for one writer task, which commits everything queued
+/// while the store was busy with the previous batch in one transaction and one flush, in queue
+/// order, and then answers each caller for its own record (see [`super::group_commit`]).
 pub struct Auditor {
-    store: Arc<dyn ChainStore>,
-    key: ChainKey,
-    sink: Sink,
-    // INVARIANT: held from the store append through the sink write, so this process writes its
-    // sink lines in `seq` order.
-    order: tokio::sync::Mutex<()>,
+    chain: Arc<Chain>,
+    /// The writer task's queue, started by the first append (which runs on the runtime).
+    queue: OnceLock<mpsc::Sender<Pending>>,
     append_timeout: Duration,
 }
 
+/// What the auditor and its writer task share.
+pub(super) struct Chain {
+    pub(super) store: Arc<dyn ChainStore>,
+    pub(super) key: ChainKey,
+    sink: Sink,
+    // INVARIANT: held from a store commit through its sink writes, so this process writes its
+    // sink lines in `seq` order.
+    pub(super) order: tokio::sync::Mutex<()>,
+}
+
 /// How long one append may take, waiting for this process's earlier appends included, before
-/// it fails as unavailable. Appends queue on `order`: without this bound, when the store stops
-/// answering, every queued append would wait out the store's own timeouts in turn and requests
-/// would hang until `request_timeout`. A grant makes two appends around one STS call (at most
-/// 10 s), which fits the default `request_timeout` (30 s).
+/// it fails as unavailable. Appends queue for the store: without this bound, when the store
+/// stops answering, every queued append would wait out the store's own timeouts in turn and
+/// requests would hang until `request_timeout`. A grant makes two appends around one STS call
+/// (at most 10 s), which fits the default `request_timeout` (30 s).
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an event could not be audited. Either way the caller fails closed (see
@@ -125,10 +139,13 @@ impl Auditor {
     /// Builds an auditor over a connected store, a chain key and an opened sink.
     pub fn new(store: Arc<dyn ChainStore>, key: ChainKey, sink: Sink) -> Self {
         Self {
-            store,
-            key,
-            sink,
-            order: tokio::sync::Mutex::new(()),
+            chain: Arc::new(Chain {
+                store,
+                key,
+                sink,
+                order: tokio::sync::Mutex::new(()),
+            }),
+            queue: OnceLock::new(),
             append_timeout: APPEND_TIMEOUT,
         }
     }
@@ -142,28 +159,48 @@ impl Auditor {
 
     /// Appends `event` to the chain durably, then writes its sink line.
     ///
-    /// Returns the record once the store has committed it. A failed sink write is logged and
-    /// does not fail the append, because the store already holds the record.
+    /// Returns the record once the store has committed it (together with the other appends of
+    /// its batch). A failed sink write is logged and does not fail the append, because the
+    /// store already holds the record.
     ///
     /// # Errors
     ///
     /// [`AuditError::Invalid`] if the event cannot be canonicalized and
     /// [`AuditError::Unavailable`] if the store did not commit it within [`APPEND_TIMEOUT`]
     /// (queueing behind this process's other appends included). In both cases the caller must
-    /// not grant anything. (An append given up on while its commit was in flight may still be
-    /// in the chain: a record of something that then did not happen, never the reverse.)
+    /// not grant anything. (An append given up on while its batch's commit was in flight may
+    /// still be in the chain: a record of something that then did not happen, never the
+    /// reverse.)
     pub async fn append(&self, event: AuditEvent) -> Result<AuditRecord, AuditError> {
-        let canonical = CanonicalEvent::new(event)?;
-        let (_order, record) = self
-            .in_order(self.store.append_audit(&canonical, &self.key))
-            .await?;
-        self.copy_to_sink(&record).await;
-        Ok(record)
+        let event = CanonicalEvent::new(event)?;
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.append_timeout;
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            event,
+            deadline,
+            reply,
+        };
+        let queued = async {
+            self.queue()
+                .send(pending)
+                .await
+                .map_err(|_| group_commit::stopped())?;
+            answer.await.map_err(|_| group_commit::stopped())?
+        };
+        let committed = tokio::time::timeout_at(deadline, queued)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out()));
+        crate::metrics::audit_append(started.elapsed(), committed.is_ok());
+        committed.map_err(AuditError::Unavailable)
     }
 
     /// Commits `write` together with `event` (one transaction in the store), then writes the
     /// record's sink line. `Ok(None)` when the write's compare-and-swap missed: nothing was
     /// committed and nothing is written to the sink.
+    ///
+    /// Not group-committed: such changes (break-glass transitions) are rare, and each carries
+    /// its own compare-and-swap.
     ///
     /// # Errors
     ///
@@ -175,49 +212,49 @@ impl Auditor {
         write: &dyn LinkedWrite,
     ) -> Result<Option<AuditRecord>, AuditError> {
         let canonical = CanonicalEvent::new(event)?;
-        let (_order, record) = self.in_order(write.commit(&canonical, &self.key)).await?;
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.append_timeout;
+        let committed = match tokio::time::timeout_at(deadline, self.chain.order.lock()).await {
+            Ok(order) => {
+                tokio::time::timeout_at(deadline, write.commit(&canonical, &self.chain.key))
+                    .await
+                    .unwrap_or_else(|_| Err(self.timed_out()))
+                    .map(|record| (order, record))
+            }
+            Err(_) => Err(self.timed_out()),
+        };
+        crate::metrics::audit_append(started.elapsed(), committed.is_ok());
+        let (_order, record) = committed.map_err(AuditError::Unavailable)?;
         if let Some(record) = &record {
-            self.copy_to_sink(record).await;
+            crate::metrics::audit_commit();
+            self.chain.copy_to_sink(std::slice::from_ref(record)).await;
         }
         Ok(record)
     }
 
-    /// Runs `commit` under this process's order lock, waiting for the lock and the commit
-    /// together at most [`APPEND_TIMEOUT`]; returns the lock still held, so the caller writes
-    /// its sink line before the next append commits.
-    async fn in_order<T>(
-        &self,
-        commit: impl std::future::Future<Output = Result<T, ChainStoreError>>,
-    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, T), AuditError> {
-        let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::now() + self.append_timeout;
-        let timed_out = || {
-            ChainStoreError::Unavailable(format!(
-                "the append did not complete within {}s",
-                self.append_timeout.as_secs_f32()
-            ))
-        };
-        let committed = match tokio::time::timeout_at(deadline, self.order.lock()).await {
-            Ok(order) => tokio::time::timeout_at(deadline, commit)
-                .await
-                .unwrap_or_else(|_| Err(timed_out()))
-                .map(|value| (order, value)),
-            Err(_) => Err(timed_out()),
-        };
-        crate::metrics::audit_append(started.elapsed(), committed.is_ok());
-        committed.map_err(AuditError::Unavailable)
+    /// Appends waiting in this process for their batch (not counting the batch being
+    /// committed).
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.queue
+            .get()
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity())
     }
 
-    /// Writes `record`'s sink line; a failure is logged, as the store already holds it.
-    async fn copy_to_sink(&self, record: &AuditRecord) {
-        if let Err(err) = self.sink.write(record).await {
-            tracing::error!(
-                audit.seq = record.seq,
-                error = %err,
-                "audit sink write failed for record {}; the store holds it",
-                record.seq
-            );
-        }
+    /// The writer task's queue, starting the task on first use.
+    fn queue(&self) -> &mpsc::Sender<Pending> {
+        self.queue.get_or_init(|| {
+            let (queue, batches) = mpsc::channel(group_commit::QUEUE_CAPACITY);
+            tokio::spawn(group_commit::write(Arc::clone(&self.chain), batches));
+            queue
+        })
+    }
+
+    fn timed_out(&self) -> ChainStoreError {
+        ChainStoreError::Unavailable(format!(
+            "the append did not complete within {}s",
+            self.append_timeout.as_secs_f32()
+        ))
     }
 
     /// Verifies the whole chain in the store with this auditor's key.
@@ -227,7 +264,25 @@ impl Auditor {
     /// Returns [`ChainStoreError`] if the store cannot be read; a damaged chain is a successful
     /// [`Verification::Broken`].
     pub async fn verify(&self) -> Result<Verification, ChainStoreError> {
-        verify_store(self.store.as_ref(), &self.key, VERIFY_PAGE_SIZE).await
+        verify_store(self.chain.store.as_ref(), &self.chain.key, VERIFY_PAGE_SIZE).await
+    }
+}
+
+// === impl Chain ===
+
+impl Chain {
+    /// Writes the sink lines of `records`; a failure is logged, as the store already holds them.
+    pub(super) async fn copy_to_sink(&self, records: &[AuditRecord]) {
+        if let Err(err) = self.sink.write_all(records).await {
+            let first = records.first().map_or(0, |r| r.seq);
+            let last = records.last().map_or(0, |r| r.seq);
+            tracing::error!(
+                audit.seq = first,
+                audit.last_seq = last,
+                error = %err,
+                "audit sink write failed for records {first}..={last}; the store holds them",
+            );
+        }
     }
 }
 
@@ -246,15 +301,15 @@ impl Recorder for Auditor {
     }
 
     fn params(&self) -> ChainParams {
-        self.key.params()
+        self.chain.key.params()
     }
 }
 
 impl std::fmt::Debug for Auditor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auditor")
-            .field("key", &self.key)
-            .field("sink", &self.sink)
+            .field("key", &self.chain.key)
+            .field("sink", &self.chain.sink)
             .finish_non_exhaustive()
     }
 }

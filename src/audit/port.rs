@@ -24,6 +24,31 @@ pub trait ChainStore: Send + Sync + 'static {
         key: &ChainKey,
     ) -> Result<AuditRecord, ChainStoreError>;
 
+    /// Appends `events` as the next links of the chain, in order, hashed with `key`, and returns
+    /// their records once they are committed durably: the group commit, where appends that
+    /// arrive together share one transaction and one flush.
+    ///
+    /// The backends commit the batch in one transaction, all or nothing. This default appends
+    /// one event at a time, so after an error the events before the failed one may be in the
+    /// chain although the caller is told they are not: a record of something that then did not
+    /// happen, never the reverse.
+    ///
+    /// # Errors
+    ///
+    /// Any error means the caller must treat every record of the batch as not committed and fail
+    /// closed.
+    async fn append_batch(
+        &self,
+        events: &[CanonicalEvent],
+        key: &ChainKey,
+    ) -> Result<Vec<AuditRecord>, ChainStoreError> {
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            records.push(self.append_audit(event, key).await?);
+        }
+        Ok(records)
+    }
+
     /// The newest link: its `seq` and hash (`seq` 0 for an empty chain).
     ///
     /// # Errors
@@ -67,7 +92,7 @@ pub trait LinkedWrite: Send + Sync {
 }
 
 /// Why the chain could not be read or appended to. The message never carries a secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ChainStoreError {
     /// A write conflicted with another (a unique key, a head that moved).
     #[error("conflicting write: {0}")]

@@ -141,16 +141,29 @@ impl Sink {
     ///
     /// Returns [`SinkError`] if the record cannot be serialized or the line cannot be written.
     pub async fn write(&self, record: &AuditRecord) -> Result<(), SinkError> {
-        let mut line = serde_json::to_vec(record)?;
-        line.push(b'\n');
+        self.write_all(std::slice::from_ref(record)).await
+    }
+
+    /// Writes `records` as one line each, in order, with one write and one flush.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`SinkError`] if a record cannot be serialized (then nothing is written) or the
+    /// lines cannot be written.
+    pub async fn write_all(&self, records: &[AuditRecord]) -> Result<(), SinkError> {
+        let mut lines = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut lines, record)?;
+            lines.push(b'\n');
+        }
         let mut writer = self.writer.lock().await;
         match &mut *writer {
             Writer::File(file) => {
-                file.write_all(&line).await?;
+                file.write_all(&lines).await?;
                 file.flush().await?;
             }
             Writer::Stdout(out) => {
-                out.write_all(&line).await?;
+                out.write_all(&lines).await?;
                 out.flush().await?;
             }
         }

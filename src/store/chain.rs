@@ -16,8 +16,6 @@ use crate::audit::{
 /// The record after the head, computed inside the append's transaction.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NextLink {
-    /// The head's `seq` as read, for the compare-and-set that moves the head.
-    pub(crate) head_seq: i64,
     /// The new record's `seq`.
     pub(crate) seq: i64,
     /// The head's hash: the new record's `prev_hash`.
@@ -68,12 +66,30 @@ impl NextLink {
                 StoreError::Corrupt(format!("audit head seq `{head_seq}` is out of range"))
             })?;
         let hash = chain::link_hash(key, &prev, seq, event.text().as_bytes());
-        Ok(Self {
-            head_seq,
-            seq,
-            prev,
-            hash,
-        })
+        Ok(Self { seq, prev, hash })
+    }
+
+    /// The links after the head row `(head_seq, head_hash)` for `events`, in order, each the
+    /// next of the one before: a group commit's batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`NextLink::after`].
+    pub(crate) fn chain(
+        head_seq: i64,
+        head_hash: &[u8],
+        events: &[CanonicalEvent],
+        key: &ChainKey,
+    ) -> Result<Vec<Self>, StoreError> {
+        let mut links: Vec<Self> = Vec::with_capacity(events.len());
+        for event in events {
+            let link = match links.last() {
+                None => Self::after(head_seq, head_hash, event, key)?,
+                Some(prev) => Self::after(prev.seq, prev.hash.as_bytes(), event, key)?,
+            };
+            links.push(link);
+        }
+        Ok(links)
     }
 
     /// The record this link makes of `event`, once committed.
@@ -217,4 +233,26 @@ impl EventTime for DateTime<Utc> {
     fn into_text(self) -> String {
         time_format::format(&self)
     }
+}
+
+/// The records `links` make of `events`, once committed.
+pub(crate) fn records(links: &[NextLink], events: &[CanonicalEvent]) -> Vec<AuditRecord> {
+    links
+        .iter()
+        .zip(events)
+        .map(|(link, event)| link.record(event))
+        .collect()
+}
+
+/// The one link of a batch of one.
+///
+/// # Errors
+///
+/// [`StoreError::Corrupt`] if the batch made no link, which [`NextLink::chain`] never does for
+/// one event.
+pub(crate) fn only(links: Vec<NextLink>) -> Result<NextLink, StoreError> {
+    links
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt("an append made no link".to_owned()))
 }

@@ -18,7 +18,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::breakglass::{self as rows, RequestFilter, TransitionWrite};
 use super::chain::{
-    NextLink, PageRow, SearchDialect, bind_insert, chain_head, search_query, stored_records,
+    NextLink, PageRow, SearchDialect, chain_head, only, records, search_query, stored_records,
 };
 use super::{AuditSearch, Store, StoreError, redact, url_password};
 use crate::audit::{
@@ -68,19 +68,42 @@ impl PostgresStore {
         event: &CanonicalEvent,
         key: &ChainKey,
     ) -> Result<NextLink, StoreError> {
+        only(Self::append_links(tx, std::slice::from_ref(event), key).await?)
+    }
+
+    /// Appends `events` as the next links, in order, inside the caller's transaction: one head
+    /// lock, one insert of every row (arrays unnested, so one statement whatever the batch's
+    /// size) and one head move for the whole batch.
+    async fn append_links(
+        tx: &mut PgConnection,
+        events: &[CanonicalEvent],
+        key: &ChainKey,
+    ) -> Result<Vec<NextLink>, StoreError> {
         let (head_seq, head_hash): (i64, Vec<u8>) = sqlx::query_as(LOCK_HEAD)
             .fetch_one(&mut *tx)
             .await
             .map_err(sqlx_err)?;
-        let link = NextLink::after(head_seq, &head_hash, event, key)?;
-        bind_insert(sqlx::query(INSERT), &link, event, event.event().time)
+        let links = NextLink::chain(head_seq, &head_hash, events, key)?;
+        let Some(last) = links.last() else {
+            return Ok(links);
+        };
+        let columns = Columns::of(&links, events);
+        sqlx::query(INSERT_BATCH)
+            .bind(columns.seq)
+            .bind(columns.prev_hash)
+            .bind(columns.hash)
+            .bind(columns.canonical)
+            .bind(columns.event)
+            .bind(columns.time)
+            .bind(columns.actor_issuer)
+            .bind(columns.actor_subject)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?;
         let moved = sqlx::query(MOVE_HEAD)
-            .bind(link.seq)
-            .bind(link.hash.as_bytes().as_slice())
-            .bind(link.head_seq)
+            .bind(last.seq)
+            .bind(last.hash.as_bytes().as_slice())
+            .bind(head_seq)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?
@@ -90,7 +113,7 @@ impl PostgresStore {
                 "audit head moved during an append".to_owned(),
             ));
         }
-        Ok(link)
+        Ok(links)
     }
 
     /// The requests `rows` hold, with their approvals.
@@ -124,11 +147,25 @@ impl ChainStore for PostgresStore {
         event: &CanonicalEvent,
         key: &ChainKey,
     ) -> Result<AuditRecord, ChainStoreError> {
+        let mut records = self.append_batch(std::slice::from_ref(event), key).await?;
+        records
+            .pop()
+            .ok_or_else(|| ChainStoreError::Corrupt("an append made no record".to_owned()))
+    }
+
+    async fn append_batch(
+        &self,
+        events: &[CanonicalEvent],
+        key: &ChainKey,
+    ) -> Result<Vec<AuditRecord>, ChainStoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
         let mut tx = self.pool.begin().await.map_err(sqlx_err)?;
-        let link = Self::append_link(&mut tx, event, key).await?;
+        let links = Self::append_links(&mut tx, events, key).await?;
         tx.commit().await.map_err(sqlx_err)?;
-        Ok(link.record(event))
+        Ok(records(&links, events))
     }
 
     async fn audit_head(&self) -> Result<ChainHead, ChainStoreError> {
@@ -269,6 +306,47 @@ const SEARCH: SearchDialect = SearchDialect {
     role: "(canonical::jsonb #>> '{target,role}')",
 };
 
+/// A batch's rows as column arrays, for [`INSERT_BATCH`].
+struct Columns<'a> {
+    seq: Vec<i64>,
+    prev_hash: Vec<&'a [u8]>,
+    hash: Vec<&'a [u8]>,
+    canonical: Vec<&'a str>,
+    event: Vec<&'a str>,
+    time: Vec<DateTime<Utc>>,
+    actor_issuer: Vec<Option<&'a str>>,
+    actor_subject: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    /// The columns of `links` for `events`, in order.
+    fn of(links: &'a [NextLink], events: &'a [CanonicalEvent]) -> Self {
+        let n = links.len();
+        let mut columns = Self {
+            seq: Vec::with_capacity(n),
+            prev_hash: Vec::with_capacity(n),
+            hash: Vec::with_capacity(n),
+            canonical: Vec::with_capacity(n),
+            event: Vec::with_capacity(n),
+            time: Vec::with_capacity(n),
+            actor_issuer: Vec::with_capacity(n),
+            actor_subject: Vec::with_capacity(n),
+        };
+        for (link, event) in links.iter().zip(events) {
+            let (issuer, subject) = NextLink::actor_columns(event);
+            columns.seq.push(link.seq);
+            columns.prev_hash.push(link.prev.as_bytes().as_slice());
+            columns.hash.push(link.hash.as_bytes().as_slice());
+            columns.canonical.push(event.text());
+            columns.event.push(event.event().event.as_str());
+            columns.time.push(event.event().time);
+            columns.actor_issuer.push(issuer);
+            columns.actor_subject.push(subject);
+        }
+        columns
+    }
+}
+
 fn sqlx_err(err: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(err, None)
 }
@@ -278,9 +356,11 @@ const LOCK_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDAT
 
 const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
 
-const INSERT: &str = "INSERT INTO audit_records \
+/// The rows of a batch, one array per column of [`PageRow`]'s order, unnested into rows.
+const INSERT_BATCH: &str = "INSERT INTO audit_records \
      (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], \
+     $6::timestamptz[], $7::text[], $8::text[])";
 
 const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3";
 

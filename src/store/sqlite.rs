@@ -20,7 +20,8 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use super::breakglass::{self as rows, RequestFilter, TransitionWrite};
 use super::chain::{
-    NextLink, PageRow, SearchDialect, bind_insert, chain_head, search_query, stored_records,
+    NextLink, PageRow, SearchDialect, bind_insert, chain_head, only, records, search_query,
+    stored_records,
 };
 use super::{AuditSearch, Store, StoreError};
 use crate::audit::{
@@ -91,19 +92,34 @@ impl SqliteStore {
         event: &CanonicalEvent,
         key: &ChainKey,
     ) -> Result<NextLink, StoreError> {
+        only(Self::append_links(tx, std::slice::from_ref(event), key).await?)
+    }
+
+    /// Appends `events` as the next links, in order, inside the caller's write transaction:
+    /// one head read and one head move for the whole batch.
+    async fn append_links(
+        tx: &mut SqliteConnection,
+        events: &[CanonicalEvent],
+        key: &ChainKey,
+    ) -> Result<Vec<NextLink>, StoreError> {
         let (head_seq, head_hash): (i64, Vec<u8>) = sqlx::query_as(SELECT_HEAD)
             .fetch_one(&mut *tx)
             .await
             .map_err(sqlx_err)?;
-        let link = NextLink::after(head_seq, &head_hash, event, key)?;
-        bind_insert(sqlx::query(INSERT), &link, event, event.time_text())
-            .execute(&mut *tx)
-            .await
-            .map_err(sqlx_err)?;
+        let links = NextLink::chain(head_seq, &head_hash, events, key)?;
+        for (link, event) in links.iter().zip(events) {
+            bind_insert(sqlx::query(INSERT), link, event, event.time_text())
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_err)?;
+        }
+        let Some(last) = links.last() else {
+            return Ok(links);
+        };
         let moved = sqlx::query(MOVE_HEAD)
-            .bind(link.seq)
-            .bind(link.hash.as_bytes().as_slice())
-            .bind(link.head_seq)
+            .bind(last.seq)
+            .bind(last.hash.as_bytes().as_slice())
+            .bind(head_seq)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_err)?
@@ -113,7 +129,7 @@ impl SqliteStore {
                 "audit head moved during an append".to_owned(),
             ));
         }
-        Ok(link)
+        Ok(links)
     }
 
     /// The requests `rows` hold, with their approvals.
@@ -147,6 +163,20 @@ impl ChainStore for SqliteStore {
         event: &CanonicalEvent,
         key: &ChainKey,
     ) -> Result<AuditRecord, ChainStoreError> {
+        let mut records = self.append_batch(std::slice::from_ref(event), key).await?;
+        records
+            .pop()
+            .ok_or_else(|| ChainStoreError::Corrupt("an append made no record".to_owned()))
+    }
+
+    async fn append_batch(
+        &self,
+        events: &[CanonicalEvent],
+        key: &ChainKey,
+    ) -> Result<Vec<AuditRecord>, ChainStoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let _writer = self.write_lock.lock().await;
         // Dropping `tx` before commit (an error below, or a cancelled future) rolls back.
         let mut tx = self
@@ -154,9 +184,9 @@ impl ChainStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sqlx_err)?;
-        let link = Self::append_link(&mut tx, event, key).await?;
+        let links = Self::append_links(&mut tx, events, key).await?;
         tx.commit().await.map_err(sqlx_err)?;
-        Ok(link.record(event))
+        Ok(records(&links, events))
     }
 
     async fn audit_head(&self) -> Result<ChainHead, ChainStoreError> {
