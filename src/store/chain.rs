@@ -1,5 +1,5 @@
 //! The audit chain's rows, shared by both backends: the next link computed from the head and
-//! the canonical event, the values an insert binds, and the row-to-record mapping of a page.
+//! the canonical event, and the row-to-record mapping of a page.
 //!
 //! What stays in each backend is what differs: the SQL dialect, how appends are serialized
 //! (SQLite: one writer with `BEGIN IMMEDIATE`; PostgreSQL: the head row locked `FOR UPDATE`) and
@@ -110,34 +110,6 @@ impl NextLink {
             actor.map(|a| a.subject.as_str()),
         )
     }
-}
-
-/// Binds the values of `link` for `event` to an insert of the columns in [`PageRow`]'s order;
-/// `time` is the backend's value for `event_time`.
-pub(crate) fn bind_insert<'q, DB, T>(
-    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    link: &'q NextLink,
-    event: &'q CanonicalEvent,
-    time: T,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
-where
-    DB: sqlx::Database,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    T: 'q + sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    let (issuer, subject) = NextLink::actor_columns(event);
-    query
-        .bind(link.seq)
-        .bind(link.prev.as_bytes().as_slice())
-        .bind(link.hash.as_bytes().as_slice())
-        .bind(event.text())
-        .bind(event.event().event.as_str())
-        .bind(time)
-        .bind(issuer)
-        .bind(subject)
 }
 
 /// How a backend's SQL differs for a search.

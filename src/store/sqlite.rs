@@ -20,8 +20,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use super::breakglass::{self as rows, RequestFilter, TransitionWrite};
 use super::chain::{
-    NextLink, PageRow, SearchDialect, bind_insert, chain_head, only, records, search_query,
-    stored_records,
+    NextLink, PageRow, SearchDialect, chain_head, only, records, search_query, stored_records,
 };
 use super::{AuditSearch, Store, StoreError};
 use crate::audit::{
@@ -57,9 +56,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // No ping before each acquire: the database is a file in this process, so a pooled
+        // connection cannot have been cut like a network one, and the ping is a round trip to
+        // the connection's worker thread on every query and every audit commit.
         let mut pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT);
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false);
         if params.in_memory {
             // INVARIANT: an in-memory database lives as long as its one connection, so that
             // connection must never be closed while the store is in use.
@@ -107,11 +110,24 @@ impl SqliteStore {
             .await
             .map_err(sqlx_err)?;
         let links = NextLink::chain(head_seq, &head_hash, events, key)?;
-        for (link, event) in links.iter().zip(events) {
-            bind_insert(sqlx::query(INSERT), link, event, event.time_text())
-                .execute(&mut *tx)
-                .await
-                .map_err(sqlx_err)?;
+        let times: Vec<String> = events.iter().map(CanonicalEvent::time_text).collect();
+        let rows: Vec<_> = links.iter().zip(events).zip(&times).collect();
+        // A few statements of many rows rather than a round trip to the connection's worker
+        // thread per row; chunks of a fixed size keep the prepared statements few.
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(INSERT_ROWS);
+            insert.push_values(chunk, |mut row, ((link, event), time)| {
+                let (issuer, subject) = NextLink::actor_columns(event);
+                row.push_bind(link.seq)
+                    .push_bind(link.prev.as_bytes().as_slice())
+                    .push_bind(link.hash.as_bytes().as_slice())
+                    .push_bind(event.text())
+                    .push_bind(event.event().event.as_str())
+                    .push_bind(time.as_str())
+                    .push_bind(issuer)
+                    .push_bind(subject);
+            });
+            insert.build().execute(&mut *tx).await.map_err(sqlx_err)?;
         }
         let Some(last) = links.last() else {
             return Ok(links);
@@ -361,9 +377,12 @@ fn sqlx_err(err: sqlx::Error) -> StoreError {
 
 const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
 
-const INSERT: &str = "INSERT INTO audit_records \
-     (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+/// An insert of rows in [`PageRow`]'s column order; the `VALUES` follow.
+const INSERT_ROWS: &str = "INSERT INTO audit_records \
+     (seq, prev_hash, hash, canonical, event, event_time, actor_issuer, actor_subject) ";
+
+/// Rows per insert statement of a batch (8 columns each: far below SQLite's bound parameters).
+const INSERT_CHUNK: usize = 16;
 
 const MOVE_HEAD: &str = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1 AND seq = ?";
 

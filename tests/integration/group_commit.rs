@@ -86,12 +86,13 @@ async fn appends_that_queue_share_one_commit(db: &TestDb) {
     assert_eq!(sink_seqs, (1..=64).collect::<Vec<_>>());
 }
 
-/// A batch whose third insert conflicts (a row already at that `seq`) commits none of its
-/// records and leaves the head where it was; the same batch commits once the conflict is gone.
+/// A batch of 45 whose 38th insert conflicts (a row already at that `seq`, past SQLite's first
+/// insert statements of a batch) commits none of its records and leaves the head where it was;
+/// the same batch commits once the conflict is gone.
 async fn a_batch_commits_all_or_nothing(db: &TestDb) {
     let store = db.store().await;
     let key = ChainKey::Sha256;
-    let events: Vec<CanonicalEvent> = (0..5).map(canonical).collect();
+    let events: Vec<CanonicalEvent> = (0..47).map(canonical).collect();
     let [a, b, rest @ ..] = events.as_slice() else {
         unreachable!()
     };
@@ -99,7 +100,7 @@ async fn a_batch_commits_all_or_nothing(db: &TestDb) {
         .append_batch(&[a.clone(), b.clone()], &key)
         .await
         .unwrap();
-    assert_eq!(db.exec(&db.rogue_row(5)).await, 1);
+    assert_eq!(db.exec(&db.rogue_row(40)).await, 1);
 
     let err = store.append_batch(rest, &key).await.unwrap_err();
     assert!(matches!(err, ChainStoreError::Conflict(_)), "{err}");
@@ -113,21 +114,21 @@ async fn a_batch_commits_all_or_nothing(db: &TestDb) {
         .collect();
     assert_eq!(
         stored,
-        vec![1, 2, 5],
+        vec![1, 2, 40],
         "only the rogue row beside the first batch"
     );
 
-    assert_eq!(db.exec("DELETE FROM audit_records WHERE seq = 5").await, 1);
+    assert_eq!(db.exec("DELETE FROM audit_records WHERE seq = 40").await, 1);
     let records = store.append_batch(rest, &key).await.unwrap();
     assert_eq!(
         records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![3, 4, 5]
+        (3..=47).collect::<Vec<_>>()
     );
     let second = store.audit_page(1, 1).await.unwrap();
     assert_eq!(records[0].prev_hash.as_bytes().to_vec(), second[0].hash);
     assert!(matches!(
         audit::verify_store(store.as_ref(), &key, 2).await.unwrap(),
-        Verification::Intact { count: 5, .. }
+        Verification::Intact { count: 47, .. }
     ));
 }
 
