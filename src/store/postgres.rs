@@ -48,9 +48,22 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::InvalidUrl(redact(err.to_string(), secret)))?
             .options([("lock_timeout", LOCK_TIMEOUT_SETTING)]);
+        // sqlx pings every connection as it goes back to the pool, and closes it if the ping
+        // fails. A second ping on the way out is only worth its round trip for a connection
+        // that has sat idle (the server may have restarted meanwhile), not on every query of a
+        // busy server.
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|err| StoreError::from_sqlx(err, secret))?;
@@ -375,6 +388,9 @@ const LOCK_TIMEOUT_SETTING: &str = "5s";
 
 /// How long a caller waits for a free pooled connection before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pooled connection idle this long is pinged before it is used again.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Pooled connections per process.
 const MAX_CONNECTIONS: u32 = 8;
