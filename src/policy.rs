@@ -2,7 +2,8 @@
 //!
 //! Pure: no I/O, except [`PolicySet::load`], which reads the policy directory once. Everything
 //! is parsed and validated at load (the schema, the catalog, every policy in strict mode), and
-//! every problem is reported at once; [`PolicySet::decide`] then only builds two entities and
+//! every problem is reported at once, and each resource's entities (with the schema's actions)
+//! are built and closed over once; [`PolicySet::decide`] then only adds the principal and
 //! evaluates the request's slice of policies (see `engine`).
 //!
 //! Semantics: deny by default, `forbid` wins over `permit` (Cedar's), and any evaluation error
