@@ -2,7 +2,8 @@
 //!
 //! Pure: no I/O, except [`PolicySet::load`], which reads the policy directory once. Everything
 //! is parsed and validated at load (the schema, the catalog, every policy in strict mode), and
-//! every problem is reported at once; [`PolicySet::decide`] then only builds two entities and
+//! every problem is reported at once, and each resource's entities (with the schema's actions)
+//! are built and closed over once; [`PolicySet::decide`] then only adds the principal and
 //! evaluates the request's slice of policies (see `engine`).
 //!
 //! Semantics: deny by default, `forbid` wins over `permit` (Cedar's), and any evaluation error
@@ -56,8 +57,21 @@ pub struct PolicySet {
     schema: SchemaInfo,
     types: Types,
     engine: Engine,
-    resource_entities: HashMap<cedar_policy::EntityUid, cedar_policy::Entity>,
+    resources: HashMap<Resource, Prepared>,
+    /// The schema's actions alone: the entities of a request whose resource has no entry in
+    /// `resources`.
+    actions_only: Entities,
     digest: String,
+}
+
+/// What every request about one resource shares, built once at load: the resource's uid, and
+/// the entities that do not depend on who asks (the resource with its attributes, and the
+/// schema's actions), validated against the schema and transitively closed. A request adds
+/// only its principal, to a copy.
+#[derive(Debug)]
+struct Prepared {
+    uid: cedar_policy::EntityUid,
+    entities: Entities,
 }
 
 /// The texts a policy set is made from, as [`PolicySet::load`] reads them.
@@ -238,16 +252,20 @@ impl PolicySet {
         };
         check_contexts(&schema, &types, &mut issues);
         let engine = Engine::build(policies, &schema, &catalog, &types, &mut issues);
-        let resource_entities = resource_entities(&catalog, &types, &schema, &mut issues);
-        match engine {
-            Some(engine) if issues.is_empty() => Ok(Self {
+        let resources = prepare_resources(&catalog, &types, &schema, &mut issues);
+        let actions_only = Entities::from_entities([], Some(&schema.schema))
+            .map_err(|e| issues.push(issue(SCHEMA_FILE, one_line(&e.to_string()))))
+            .ok();
+        match (engine, actions_only) {
+            (Some(engine), Some(actions_only)) if issues.is_empty() => Ok(Self {
                 roles_by_name: index(catalog.roles.iter().map(Role::name)),
                 targets_by_name: index(catalog.targets.iter().map(|t| t.name.as_str())),
                 catalog,
                 schema,
                 types,
                 engine,
-                resource_entities,
+                resources,
+                actions_only,
                 digest: sources.digest(),
             }),
             _ => Err(PolicyErrors { issues }),
@@ -403,17 +421,22 @@ impl PolicySet {
     }
 
     fn evaluate(&self, request: &AccessRequest<'_>) -> Decision {
-        let resource = self.types.resource(&request.resource);
+        let prepared = self.resources.get(&request.resource);
+        let resource = match prepared {
+            Some(p) => p.uid.clone(),
+            None => self.types.resource(&request.resource),
+        };
         let principal = match self.types.principal(request.identity, &self.schema) {
             Ok(p) => p,
             Err(e) => return Decision::deny(Reason::Identity(e)),
         };
         let principal_uid = principal.uid();
-        let mut entities = vec![principal];
-        if let Some(r) = self.resource_entities.get(&resource) {
-            entities.push(r.clone());
-        }
-        let built = Entities::from_entities(entities, Some(&self.schema.schema))
+        let shared = prepared.map_or(&self.actions_only, |p| &p.entities);
+        // The copy shares the prepared entities (reference counted); only the principal is
+        // checked against the schema and closed over here.
+        let built = shared
+            .clone()
+            .add_entities([principal], Some(&self.schema.schema))
             .map_err(|e| e.to_string())
             .and_then(|entities| {
                 let context = request
@@ -457,10 +480,7 @@ impl PolicySet {
             ids.iter()
                 .map(|id| Reason::Policy {
                     id: id.clone(),
-                    text: self
-                        .engine
-                        .reason(&cedar_policy::PolicyId::new(id))
-                        .map(str::to_owned),
+                    text: self.engine.reason(id).map(str::to_owned),
                 })
                 .collect()
         };
@@ -479,12 +499,10 @@ impl PolicySet {
                 reasons: determining
                     .iter()
                     .filter_map(|id| {
-                        self.engine
-                            .reason(&cedar_policy::PolicyId::new(id))
-                            .map(|text| Reason::Policy {
-                                id: id.clone(),
-                                text: Some(text.to_owned()),
-                            })
+                        self.engine.reason(id).map(|text| Reason::Policy {
+                            id: id.clone(),
+                            text: Some(text.to_owned()),
+                        })
                     })
                     .collect(),
                 determining,
@@ -608,40 +626,45 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn resource_entities(
+fn prepare_resources(
     catalog: &Catalog,
     types: &Types,
     schema: &SchemaInfo,
     issues: &mut Vec<ConfigIssue>,
-) -> HashMap<cedar_policy::EntityUid, cedar_policy::Entity> {
+) -> HashMap<Resource, Prepared> {
     use cedar_policy::{Entity, RestrictedExpression};
     let mut out = HashMap::new();
     let roles = catalog.roles.iter().map(|r| {
         (
             Resource::Role(r.name().to_owned()),
-            ("account", r.arn().account_id().to_owned()),
+            Some(("account", r.arn().account_id().to_owned())),
         )
     });
     let targets = catalog.targets.iter().map(|t| {
         (
             Resource::Target(t.name.clone()),
-            ("region", t.region.clone()),
+            Some(("region", t.region.clone())),
         )
     });
-    for (resource, (attr, value)) in roles.chain(targets) {
+    // The audit log has no attributes and is not an entity of the store: its requests carry
+    // the actions alone.
+    let audit_log = std::iter::once((Resource::AuditLog, None));
+    for (resource, attr) in roles.chain(targets).chain(audit_log) {
         let uid = types.resource(&resource);
-        let attrs = HashMap::from([(attr.to_owned(), RestrictedExpression::new_string(value))]);
-        // INVARIANT: no parents; the slicing in `engine` relies on it.
-        let checked = Entity::new(uid.clone(), attrs, HashSet::new())
-            .map_err(|e| e.to_string())
-            .and_then(|e| {
-                Entities::from_entities([e.clone()], Some(&schema.schema))
-                    .map(|_| e)
-                    .map_err(|e| e.to_string())
-            });
-        match checked {
-            Ok(e) => {
-                out.insert(uid, e);
+        let entity = attr
+            .map(|(attr, value)| {
+                let attrs =
+                    HashMap::from([(attr.to_owned(), RestrictedExpression::new_string(value))]);
+                // INVARIANT: no parents; the slicing in `engine` relies on it.
+                Entity::new(uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())
+            })
+            .transpose();
+        let entities = entity.and_then(|e| {
+            Entities::from_entities(e, Some(&schema.schema)).map_err(|e| e.to_string())
+        });
+        match entities {
+            Ok(entities) => {
+                out.insert(resource, Prepared { uid, entities });
             }
             Err(e) => issues.push(issue(
                 SCHEMA_FILE,

@@ -41,6 +41,9 @@ pub(crate) struct Engine {
     all: PolicySet,
     slices: HashMap<(Action, EntityUid), PolicySet>,
     unscoped: PerAction<PolicySet>,
+    /// The non-blank `@reason` of each policy, by id: read at load, as Cedar's own lookup parses
+    /// the annotation key on every call.
+    reasons: HashMap<String, String>,
     authorizer: Authorizer,
 }
 
@@ -111,10 +114,20 @@ impl Engine {
             return None;
         }
         let (slices, unscoped) = slice(&all, types);
+        let reasons = all
+            .policies()
+            .filter_map(|p| {
+                p.annotations()
+                    .find(|(key, _)| *key == "reason")
+                    .filter(|(_, text)| !text.trim().is_empty())
+                    .map(|(_, text)| (p.id().to_string(), text.to_owned()))
+            })
+            .collect();
         Some(Self {
             all,
             slices,
             unscoped,
+            reasons,
             authorizer: Authorizer::new(),
         })
     }
@@ -146,10 +159,8 @@ impl Engine {
     }
 
     /// The `@reason` annotation of a policy.
-    pub(crate) fn reason(&self, id: &PolicyId) -> Option<&str> {
-        self.all
-            .annotation(id, "reason")
-            .filter(|r| !r.trim().is_empty())
+    pub(crate) fn reason(&self, id: &str) -> Option<&str> {
+        self.reasons.get(id).map(String::as_str)
     }
 
     /// Every policy, generated and written.

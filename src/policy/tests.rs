@@ -717,6 +717,122 @@ fn slicing_changes_no_decision() {
 }
 
 #[test]
+fn each_request_sees_only_its_own_principal() {
+    // The entities that do not depend on who asks are built once per policy set; each request
+    // adds its principal to a copy. A principal's groups or attributes must never carry over.
+    let set = set();
+    let bob_ctx = ctx(true, 900);
+    let bob = person("bob", &["sre"], None);
+    let nobody = person("bob", &[], None);
+    let mallory = person("mallory", &["sre"], Some("contractors"));
+    let alice = person("alice", &["engineering"], Some("platform"));
+    for _ in 0..2 {
+        assert!(assume(&set, &bob, "prod-admin", bob_ctx.clone()).is_allowed());
+        // The same subject without the group: its earlier groups are gone.
+        let d = assume(&set, &nobody, "prod-admin", bob_ctx.clone());
+        assert!(d.is_no_permit(), "{d:?}");
+        let d = assume(&set, &mallory, "prod-admin", bob_ctx.clone());
+        assert_eq!(d.determining, vec!["no-contractors"]);
+        // bob again, after a contractor: the department did not stick.
+        assert!(assume(&set, &bob, "prod-admin", bob_ctx.clone()).is_allowed());
+        assert!(assume(&set, &alice, "developer", ctx(false, 3600)).is_allowed());
+        assert!(assume(&set, &alice, "readonly", ctx(false, 3600)).is_allowed());
+        let d = assume(&set, &bob, "developer", ctx(false, 3600));
+        assert!(d.is_no_permit(), "{d:?}");
+        let d = assume(&set, &bob, "readonly", ctx(false, 3600));
+        assert!(d.is_no_permit(), "{d:?}");
+    }
+}
+
+#[test]
+fn a_reloaded_set_decides_on_its_own_catalog() {
+    let guard = r#"
+@id("frozen-account")
+@reason("account 333333333333 is frozen")
+forbid (principal, action, resource)
+when { resource has account && resource.account == "333333333333" };
+"#;
+    let old = PolicySet::from_sources(&sources(CATALOG, guard)).unwrap();
+    let moved = CATALOG
+        .replace(
+            "arn:aws:iam::111111111111:role/ReadOnly",
+            "arn:aws:iam::333333333333:role/ReadOnly",
+        )
+        .replace(
+            r#"allow_groups = ["sre"]"#,
+            r#"allow_groups = ["engineering"]"#,
+        );
+    let new = PolicySet::from_sources(&sources(&moved, guard)).unwrap();
+    let alice = person("alice", &["engineering"], None);
+    let bob = person("bob", &["sre"], None);
+    for _ in 0..2 {
+        // readonly moved into the frozen account: the resource's attributes are the new ones.
+        assert!(assume(&old, &alice, "readonly", ctx(false, 3600)).is_allowed());
+        let d = assume(&new, &alice, "readonly", ctx(false, 3600));
+        assert_eq!(d.determining, vec!["frozen-account"]);
+        // prod-admin changed hands.
+        assert!(assume(&old, &bob, "prod-admin", ctx(true, 900)).is_allowed());
+        assert!(assume(&new, &bob, "prod-admin", ctx(true, 900)).is_no_permit());
+        assert!(assume(&new, &alice, "prod-admin", ctx(true, 900)).is_allowed());
+        assert!(assume(&old, &alice, "prod-admin", ctx(true, 900)).is_no_permit());
+    }
+}
+
+#[test]
+fn decisions_do_not_depend_on_the_requests_before_them() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let forward = PolicySet::load(&dir).unwrap();
+    let backward = PolicySet::load(&dir).unwrap();
+    let people: Vec<Identity> = [
+        (&["engineering", "sre"][..], Some("platform")),
+        (&[][..], None),
+        (&["prod-approvers", "sre"][..], Some("contractors")),
+        (&["engineering"][..], Some("finance")),
+        (&["auditors"][..], None),
+    ]
+    .iter()
+    .map(|(g, d)| person("p", g, *d))
+    .collect();
+    let mut resources: Vec<Resource> = forward
+        .roles()
+        .iter()
+        .map(|r| Resource::Role(r.name().to_owned()))
+        .collect();
+    resources.extend(
+        forward
+            .targets()
+            .iter()
+            .map(|t| Resource::Target(t.name.clone())),
+    );
+    resources.push(Resource::AuditLog);
+    let mut requests = Vec::new();
+    for resource in &resources {
+        for action in Action::ALL {
+            for who in &people {
+                requests.push(AccessRequest {
+                    identity: who,
+                    action,
+                    resource: resource.clone(),
+                    context: RequestContext {
+                        mfa: true,
+                        auth_age_secs: 60,
+                        duration_secs: 3600,
+                        source_ip: None,
+                        os_user: Some("ec2-user".to_owned()),
+                    },
+                });
+            }
+        }
+    }
+    let first: Vec<Decision> = requests.iter().map(|r| forward.decide(r)).collect();
+    let mut second: Vec<Decision> = requests.iter().rev().map(|r| backward.decide(r)).collect();
+    second.reverse();
+    assert_eq!(first, second);
+    assert!(first.iter().any(Decision::is_allowed));
+    assert!(first.iter().any(Decision::is_no_permit));
+}
+
+#[test]
 fn shipped_policies_load_and_pass_their_tests() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let set = PolicySet::load(&dir).unwrap_or_else(|e| panic!("{e}"));
