@@ -180,6 +180,15 @@ impl ChainStore for SqliteStore {
             .map_err(sqlx_err)?;
         Ok(stored_records(rows))
     }
+
+    async fn audit_scan(
+        &self,
+        after_seq: i64,
+        upto: i64,
+        out: &mut crate::audit::RecordSender,
+    ) -> Result<(), ChainStoreError> {
+        Ok(super::scan::sqlite(&self.pool, after_seq, upto, out).await?)
+    }
 }
 
 #[async_trait::async_trait]
