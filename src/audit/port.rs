@@ -44,8 +44,9 @@ pub trait ChainStore: Send + Sync + 'static {
     ) -> Result<Vec<StoredAuditRecord>, ChainStoreError>;
 
     /// Sends the stored records with `after_seq < seq <= upto` to `out`, in `seq` order and
-    /// exactly as stored, until `out` is [`Scan::Closed`]. For verification: the default reads
-    /// pages of [`ChainStore::audit_page`]; a backend may stream its rows instead.
+    /// exactly as stored, until `out` is [`Scan::Closed`], then [`RecordSender::finish`]es it.
+    /// For verification: the default reads pages of [`ChainStore::audit_page`]; a backend may
+    /// stream its rows instead.
     ///
     /// # Errors
     ///
@@ -54,25 +55,26 @@ pub trait ChainStore: Send + Sync + 'static {
         &self,
         after_seq: i64,
         upto: i64,
-        out: &mut RecordSender,
+        mut out: RecordSender,
     ) -> Result<(), ChainStoreError> {
         let mut after = after_seq;
-        while after < upto {
+        'pages: while after < upto {
             let limit = u32::try_from(upto.saturating_sub(after))
                 .unwrap_or(u32::MAX)
                 .min(SCAN_PAGE_SIZE);
             let page = self.audit_page(after, limit).await?;
             let Some(last) = page.last().map(|r| r.seq) else {
-                return Ok(());
+                break;
             };
             for record in page {
                 if record.seq > upto || out.push(record).await == Scan::Closed {
-                    return Ok(());
+                    break 'pages;
                 }
             }
             // A store that broke the order has sent records the verifier refuses; move on anyway.
             after = last.max(after.saturating_add(1));
         }
+        out.finish().await;
         Ok(())
     }
 }

@@ -70,14 +70,10 @@ pub async fn verify_store_streaming(
         }
         Ok(verifier)
     });
-    let mut sender = RecordSender::new(full, recycled, batch_size);
-    let read = store.audit_scan(0, head.seq, &mut sender).await;
-    if read.is_ok() {
-        sender.finish().await;
-    }
-    // A failed read still has what it read checked: that may show an earlier break, which is
+    let sender = RecordSender::new(full, recycled, batch_size);
+    // A failed read still has what it sent checked: that may show an earlier break, which is
     // then the answer (as it would be on a readable store).
-    drop(sender);
+    let read = store.audit_scan(0, head.seq, sender).await;
     let checked = check.await.map_err(|err| {
         ChainStoreError::Unavailable(format!("verification task did not finish: {err}"))
     })?;
@@ -163,27 +159,64 @@ impl RecordSender {
 
     /// Adds the next record in `seq` order, sending the batch on once it is full.
     pub async fn push(&mut self, record: StoredAuditRecord) -> Scan {
-        self.batch.filled.push(record);
-        if self.batch.filled.len() < self.batch_size {
-            return Scan::Open;
+        match self.add(record) {
+            Some(batch) => self.send(batch).await,
+            None => Scan::Open,
         }
-        self.finish().await
     }
 
-    /// Sends the records pushed so far.
-    pub(crate) async fn finish(&mut self) -> Scan {
-        if self.batch.filled.is_empty() {
-            return Scan::Open;
+    /// [`push`](Self::push) from a blocking thread (never from async code: it blocks).
+    pub fn push_blocking(&mut self, record: StoredAuditRecord) -> Scan {
+        match self.add(record) {
+            Some(batch) => self.send_blocking(batch),
+            None => Scan::Open,
         }
+    }
+
+    /// Sends the records pushed since the last full batch: the scan is complete. Records of a
+    /// sender dropped without this are never checked, and the chain then verifies as cut short.
+    pub async fn finish(mut self) {
+        let batch = self.take();
+        if !batch.filled.is_empty() {
+            self.send(batch).await;
+        }
+    }
+
+    /// [`finish`](Self::finish) from a blocking thread (never from async code: it blocks).
+    pub fn finish_blocking(mut self) {
+        let batch = self.take();
+        if !batch.filled.is_empty() {
+            self.send_blocking(batch);
+        }
+    }
+
+    /// Adds `record`; returns the batch once it is full.
+    fn add(&mut self, record: StoredAuditRecord) -> Option<RecordBatch> {
+        self.batch.filled.push(record);
+        (self.batch.filled.len() >= self.batch_size).then(|| self.take())
+    }
+
+    /// The batch filled so far, replaced by an empty one that keeps the spares.
+    fn take(&mut self) -> RecordBatch {
         let spare = std::mem::take(&mut self.batch.spare);
-        let batch = std::mem::replace(
+        std::mem::replace(
             &mut self.batch,
             RecordBatch {
                 filled: Vec::with_capacity(self.batch_size.min(PREALLOCATED)),
                 spare,
             },
-        );
+        )
+    }
+
+    async fn send(&self, batch: RecordBatch) -> Scan {
         match self.full.send(batch).await {
+            Ok(()) => Scan::Open,
+            Err(_) => Scan::Closed,
+        }
+    }
+
+    fn send_blocking(&self, batch: RecordBatch) -> Scan {
+        match self.full.blocking_send(batch) {
             Ok(()) => Scan::Open,
             Err(_) => Scan::Closed,
         }

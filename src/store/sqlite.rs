@@ -35,6 +35,8 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// Writers of this process queue here (audit appends, outbox updates).
     pub(super) write_lock: tokio::sync::Mutex<()>,
+    /// The database file, which `audit verify` reads directly; `None` in memory.
+    pub(super) file: Option<std::path::PathBuf>,
 }
 
 impl SqliteStore {
@@ -56,6 +58,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let file = (!params.in_memory).then(|| options.get_filename().to_path_buf());
         let mut pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT);
@@ -79,6 +82,7 @@ impl SqliteStore {
                 .map_err(|err| StoreError::Migrate(err.to_string()))?;
         }
         Ok(Self {
+            file,
             pool,
             write_lock: tokio::sync::Mutex::new(()),
         })
@@ -185,9 +189,10 @@ impl ChainStore for SqliteStore {
         &self,
         after_seq: i64,
         upto: i64,
-        out: &mut crate::audit::RecordSender,
+        out: crate::audit::RecordSender,
     ) -> Result<(), ChainStoreError> {
-        Ok(super::scan::sqlite(&self.pool, after_seq, upto, out).await?)
+        let file = self.file.as_deref();
+        Ok(super::scan::sqlite(&self.pool, file, after_seq, upto, out).await?)
     }
 }
 
