@@ -335,7 +335,7 @@ pub async fn check_chain_key(
     }
 }
 
-/// Verifies the chain held by `store` with `key`, reading `page_size` records at a time.
+/// Verifies the chain held by `store` with `key`, checking `page_size` records per batch.
 ///
 /// # Errors
 ///
@@ -349,8 +349,8 @@ pub async fn verify_store(
     verify_store_with(store, Verifier::new(key.clone()), page_size).await
 }
 
-/// Verifies the chain held by `store` with `verifier` (which may carry anchors), reading
-/// `page_size` records at a time.
+/// Verifies the chain held by `store` with `verifier` (which may carry anchors), checking
+/// `page_size` records per batch.
 ///
 /// The head is read first and the walk stops there, so records appended while verifying are
 /// left for the next run; read any anchors BEFORE calling this, so that a stream line written
