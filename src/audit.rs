@@ -12,6 +12,7 @@
 //! - [`anchor`]: hashes known from outside the store (the sink stream, a head) to check it against
 //!   (pure);
 //! - [`port`]: [`ChainStore`], the small trait a store backend implements to hold the chain;
+//! - [`scan`]: verifying a store: its records streamed in batches to the verifier's thread;
 //! - [`auditor`]: the async side: the [`Recorder`] trait, the [`Auditor`] behind it,
 //!   [`verify_store`] and the start-up check of the store against the sink file;
 //! - [`sink`]: the JSON-lines copy of every record for a SIEM (stdout or a file).
@@ -34,6 +35,7 @@ pub mod kind;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod port;
+pub mod scan;
 pub mod sink;
 pub mod verify;
 
@@ -50,6 +52,7 @@ pub use self::chain::{CanonicalEvent, ChainHash};
 pub use self::key::{ChainKey, ChainParams, HashMode, KeyError, KeyId};
 pub use self::kind::{EventKind, UnknownEvent};
 pub use self::port::{ChainStore, ChainStoreError, LinkedWrite};
+pub use self::scan::{RecordSender, Scan};
 pub use self::sink::{Sink, SinkConfig, SinkError, SinkTail};
 pub use self::verify::{BreakReason, Verification, Verifier};
 

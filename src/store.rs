@@ -18,6 +18,7 @@ pub mod chain;
 pub mod outbox;
 pub mod postgres;
 pub mod revocation;
+mod scan;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::ChainHash;
 use super::group_commit::{self, Pending};
 use super::port::{ChainStore, ChainStoreError, LinkedWrite};
 use super::sink::{self, Sink, SinkError, SinkTail};
 use super::verify::{Verification, Verifier};
 use super::{AuditEvent, AuditRecord, CanonicalError, CanonicalEvent, ChainKey, ChainParams};
-use super::{ChainHash, ChainHead, StoredAuditRecord};
 
 /// Appends audit events durably: what the use cases hold, so their tests can use a fake.
 #[async_trait::async_trait]
@@ -390,7 +390,7 @@ pub async fn check_chain_key(
     }
 }
 
-/// Verifies the chain held by `store` with `key`, reading `page_size` records at a time.
+/// Verifies the chain held by `store` with `key`, checking `page_size` records per batch.
 ///
 /// # Errors
 ///
@@ -404,13 +404,14 @@ pub async fn verify_store(
     verify_store_with(store, Verifier::new(key.clone()), page_size).await
 }
 
-/// Verifies the chain held by `store` with `verifier` (which may carry anchors), reading
-/// `page_size` records at a time.
+/// Verifies the chain held by `store` with `verifier` (which may carry anchors), checking
+/// `page_size` records per batch.
 ///
 /// The head is read first and the walk stops there, so records appended while verifying are
 /// left for the next run; read any anchors BEFORE calling this, so that a stream line written
-/// by a live server is never newer than the head. Pages are read by `seq` range, two at a time,
-/// while the previous page is checked on a blocking thread, so reading and hashing overlap.
+/// by a live server is never newer than the head. The store streams the records (see
+/// [`ChainStore::audit_scan`]) while the batches before them are checked on a blocking thread,
+/// so reading and hashing overlap.
 ///
 /// # Errors
 ///
@@ -418,68 +419,20 @@ pub async fn verify_store(
 /// [`Verification::Broken`].
 pub async fn verify_store_with(
     store: &dyn ChainStore,
-    mut verifier: Verifier,
+    verifier: Verifier,
     page_size: u32,
 ) -> Result<Verification, ChainStoreError> {
-    let head: ChainHead = store.audit_head().await?;
-    let step = i64::from(page_size.max(1));
-    let mut from = 0_i64;
-    let mut page = Vec::new();
-    loop {
-        let done = from >= head.seq;
-        // Check `page` (the ranges before `from`) while reading the next two ranges.
-        let check = tokio::task::spawn_blocking(move || {
-            let result = page.iter().try_for_each(|record| verifier.check(record));
-            (verifier, result)
-        });
-        let (checked, first, second) = tokio::join!(
-            check,
-            range(store, from, step, head.seq),
-            range(store, from.saturating_add(step), step, head.seq),
-        );
-        let (checked_verifier, result) = checked.map_err(|err| {
-            ChainStoreError::Unavailable(format!("verification task did not finish: {err}"))
-        })?;
-        if let Err(broken) = result {
-            return Ok(broken);
-        }
-        verifier = checked_verifier;
-        if done {
-            return Ok(verifier.finish(&head));
-        }
-        let (mut first, second) = (first?, second?);
-        first.extend(second);
-        page = first;
-        from = from.saturating_add(step.saturating_mul(2));
-    }
+    super::scan::verify_store_streaming(store, verifier, page_size).await
 }
 
-/// The stored records with `after < seq <= min(after + step, head)`, or none past the head.
-async fn range(
-    store: &dyn ChainStore,
-    after: i64,
-    step: i64,
-    head: i64,
-) -> Result<Vec<StoredAuditRecord>, ChainStoreError> {
-    let upto = after.saturating_add(step).min(head);
-    if after >= upto {
-        return Ok(Vec::new());
-    }
-    let limit = u32::try_from(upto - after).unwrap_or(u32::MAX);
-    let mut records = store.audit_page(after, limit).await?;
-    // A gap pulls later records into this page; they belong to the next range.
-    records.retain(|r| r.seq <= upto);
-    Ok(records)
-}
-
-/// Records per page when verifying: large enough to amortize queries, small enough to bound
-/// memory (four pages are held at once) to tens of megabytes.
+/// Records per batch when verifying: large enough to amortize hand-overs between threads, small
+/// enough to bound memory (a few batches are held at once) to tens of megabytes.
 pub const VERIFY_PAGE_SIZE: u32 = 10_000;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditEvent, EventKind};
+    use crate::audit::{AuditEvent, ChainHead, EventKind, StoredAuditRecord};
 
     /// A store that never answers an append (a database that stopped answering).
     #[derive(Debug)]

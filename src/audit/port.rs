@@ -7,6 +7,7 @@
 //! the chain (all connections, all processes), reads the head, inserts the record and moves the
 //! head in one durable transaction, so the chain can never fork.
 
+use super::scan::{RecordSender, SCAN_PAGE_SIZE, Scan};
 use super::{AuditRecord, CanonicalEvent, ChainHead, ChainKey, StoredAuditRecord};
 
 /// Durable storage for the hash chain. Object safe: callers hold an `Arc<dyn ChainStore>`.
@@ -66,6 +67,41 @@ pub trait ChainStore: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredAuditRecord>, ChainStoreError>;
+
+    /// Sends the stored records with `after_seq < seq <= upto` to `out`, in `seq` order and
+    /// exactly as stored, until `out` is [`Scan::Closed`], then [`RecordSender::finish`]es it.
+    /// For verification: the default reads pages of [`ChainStore::audit_page`]; a backend may
+    /// stream its rows instead.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ChainStoreError`] if the store cannot be read.
+    async fn audit_scan(
+        &self,
+        after_seq: i64,
+        upto: i64,
+        mut out: RecordSender,
+    ) -> Result<(), ChainStoreError> {
+        let mut after = after_seq;
+        'pages: while after < upto {
+            let limit = u32::try_from(upto.saturating_sub(after))
+                .unwrap_or(u32::MAX)
+                .min(SCAN_PAGE_SIZE);
+            let page = self.audit_page(after, limit).await?;
+            let Some(last) = page.last().map(|r| r.seq) else {
+                break;
+            };
+            for record in page {
+                if record.seq > upto || out.push(record).await == Scan::Closed {
+                    break 'pages;
+                }
+            }
+            // A store that broke the order has sent records the verifier refuses; move on anyway.
+            after = last.max(after.saturating_add(1));
+        }
+        out.finish().await;
+        Ok(())
+    }
 }
 
 /// A change the store makes in the same transaction as an audit append: a break-glass

@@ -35,6 +35,8 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// Writers of this process queue here (audit appends, outbox updates).
     pub(super) write_lock: tokio::sync::Mutex<()>,
+    /// The database file, which `audit verify` reads directly; `None` in memory.
+    pub(super) file: Option<std::path::PathBuf>,
 }
 
 impl SqliteStore {
@@ -56,6 +58,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let file = (!params.in_memory).then(|| options.get_filename().to_path_buf());
         // No ping before each acquire: the database is a file in this process, so a pooled
         // connection cannot have been cut like a network one, and the ping is a round trip to
         // the connection's worker thread on every query and every audit commit.
@@ -83,6 +86,7 @@ impl SqliteStore {
                 .map_err(|err| StoreError::Migrate(err.to_string()))?;
         }
         Ok(Self {
+            file,
             pool,
             write_lock: tokio::sync::Mutex::new(()),
         })
@@ -225,6 +229,16 @@ impl ChainStore for SqliteStore {
             .await
             .map_err(sqlx_err)?;
         Ok(stored_records(rows))
+    }
+
+    async fn audit_scan(
+        &self,
+        after_seq: i64,
+        upto: i64,
+        out: crate::audit::RecordSender,
+    ) -> Result<(), ChainStoreError> {
+        let file = self.file.as_deref();
+        Ok(super::scan::sqlite(&self.pool, file, after_seq, upto, out).await?)
     }
 }
 
