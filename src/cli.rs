@@ -188,10 +188,36 @@ pub fn main() -> ExitCode {
 ///
 /// AWS `credential_process` runs it before every AWS CLI command, and most of the start-up
 /// of the full binary is the dynamic loader relocating the server, the AWS SDKs, Cedar and sqlx
-/// it never uses here. Linked from this entry point alone, the binary holds only what
-/// `credentials` can reach: the cache read and, on a miss, the broker client.
+/// it never uses here. Linked from this entry point alone, the binary holds only the cache
+/// read. Anything else (a miss, an expired entry) replaces this process with the `latchkey`
+/// next to it running `credentials` with the same arguments, which takes the fill lock, reads
+/// the cache again and asks the broker.
 pub fn credentials_main() -> ExitCode {
-    credentials::run_credentials(CredentialsCli::parse().args)
+    let args = CredentialsCli::parse().args;
+    match credentials::cached(&args) {
+        Ok(Some(entry)) => credentials::print_process_output(&entry),
+        Ok(None) => run_full_credentials(),
+        Err(e) => client::fail(&e),
+    }
+}
+
+/// `exec`s `latchkey credentials ARGS` (this process's arguments) from this binary's directory.
+fn run_full_credentials() -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    let full = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("latchkey"),
+        Err(e) => {
+            eprintln!("latchkey: cannot find the latchkey binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Returns only when the exec failed.
+    let e = std::process::Command::new(&full)
+        .arg("credentials")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    eprintln!("latchkey: cannot run `{}`: {e}", full.display());
+    ExitCode::FAILURE
 }
 
 /// `latchkey-credentials --role R`: the arguments of `latchkey credentials`.
