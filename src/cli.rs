@@ -220,10 +220,8 @@ fn run_full_credentials() -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `latchkey-credentials --role R`: the arguments of `latchkey credentials`.
-///
-/// Print temporary AWS credentials for a role as `credential_process` JSON (the same as
-/// `latchkey credentials`).
+/// Print temporary AWS credentials for a role as `credential_process` JSON: `latchkey
+/// credentials`, answered from the cache by this small binary, else by the `latchkey` beside it.
 #[derive(Debug, Parser)]
 #[command(name = "latchkey-credentials", version)]
 struct CredentialsCli {
