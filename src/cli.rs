@@ -183,6 +183,52 @@ pub fn main() -> ExitCode {
     })
 }
 
+/// The `latchkey-credentials` binary: exactly `latchkey credentials` (same options, output,
+/// cache and exit codes), built without the rest of the command line.
+///
+/// AWS `credential_process` runs it before every AWS CLI command, and most of the start-up
+/// of the full binary is the dynamic loader relocating the server, the AWS SDKs, Cedar and sqlx
+/// it never uses here. Linked from this entry point alone, the binary holds only the cache
+/// read. Anything else (a miss, an expired entry) replaces this process with the `latchkey`
+/// next to it running `credentials` with the same arguments, which takes the fill lock, reads
+/// the cache again and asks the broker.
+pub fn credentials_main() -> ExitCode {
+    let args = CredentialsCli::parse().args;
+    match credentials::cached(&args) {
+        Ok(Some(entry)) => credentials::print_process_output(&entry),
+        Ok(None) => run_full_credentials(),
+        Err(e) => client::fail(&e),
+    }
+}
+
+/// `exec`s `latchkey credentials ARGS` (this process's arguments) from this binary's directory.
+fn run_full_credentials() -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    let full = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("latchkey"),
+        Err(e) => {
+            eprintln!("latchkey: cannot find the latchkey binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Returns only when the exec failed.
+    let e = std::process::Command::new(&full)
+        .arg("credentials")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    eprintln!("latchkey: cannot run `{}`: {e}", full.display());
+    ExitCode::FAILURE
+}
+
+/// Print temporary AWS credentials for a role as `credential_process` JSON: `latchkey
+/// credentials`, answered from the cache by this small binary, else by the `latchkey` beside it.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey-credentials", version)]
+struct CredentialsCli {
+    #[command(flatten)]
+    args: credentials::RoleArgs,
+}
+
 /// Sets up logging to stderr: JSON lines for services, text for interactive commands.
 /// `RUST_LOG` overrides the level (default `info`). Colour only on a terminal, and never with
 /// `NO_COLOR` set: escape codes in a log file or a pipe are noise to whatever reads it.
@@ -238,6 +284,49 @@ mod tests {
             );
             assert!(top.contains(name), "`{name}` not in the help:\n{top}");
         }
+    }
+
+    #[test]
+    fn the_credentials_binary_takes_exactly_the_arguments_of_the_subcommand() {
+        CredentialsCli::command().debug_assert();
+        let sub = Cli::command();
+        let sub = sub
+            .find_subcommand("credentials")
+            .map(|c| {
+                c.get_arguments()
+                    .map(|a| (a.get_id().to_string(), a.get_env().map(|e| e.to_owned())))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        let own: Vec<_> = CredentialsCli::command()
+            .get_arguments()
+            .filter(|a| !["help", "version"].contains(&a.get_id().as_str()))
+            .map(|a| (a.get_id().to_string(), a.get_env().map(|e| e.to_owned())))
+            .collect();
+        assert_eq!(own, sub);
+        let parsed = CredentialsCli::try_parse_from([
+            "latchkey-credentials",
+            "--role",
+            "readonly",
+            "--duration",
+            "15m",
+        ])
+        .unwrap();
+        let Cli {
+            command: Command::Credentials(full),
+        } = Cli::try_parse_from([
+            "latchkey",
+            "credentials",
+            "--role",
+            "readonly",
+            "--duration",
+            "15m",
+        ])
+        .unwrap()
+        else {
+            unreachable!("parsed as another command")
+        };
+        assert_eq!(format!("{:?}", parsed.args), format!("{full:?}"));
     }
 
     #[test]

@@ -68,10 +68,22 @@ struct ProcessOutput<'a> {
 }
 
 pub(super) fn run_credentials(args: RoleArgs) -> ExitCode {
-    let entry = match obtain(&args) {
-        Ok(e) => e,
-        Err(e) => return fail(&e),
-    };
+    match obtain(&args) {
+        Ok(entry) => print_process_output(&entry),
+        Err(e) => fail(&e),
+    }
+}
+
+/// The credentials for `args` if the cache holds them, exactly as [`obtain`] finds them first:
+/// the whole of a cache hit, with no runtime, TLS or network code reachable from it
+/// (`latchkey-credentials` links this alone).
+pub(super) fn cached(args: &RoleArgs) -> Result<Option<Entry>, ClientError> {
+    let place = Place::new(args)?;
+    cache::read_fresh(&place.cache_dir, &place.key(args), now())
+}
+
+/// Prints `entry` as `credential_process` JSON on stdout.
+pub(super) fn print_process_output(entry: &Entry) -> ExitCode {
     let c = &entry.credentials;
     let out = ProcessOutput {
         version: 1,
@@ -150,28 +162,54 @@ pub(super) fn run_env(args: EnvArgs) -> ExitCode {
 
 /// The credentials for `args`: from the cache, else from the broker (filling the cache).
 fn obtain(args: &RoleArgs) -> Result<Entry, ClientError> {
-    let settings = args.client.settings();
-    let config_dir = files::config_dir()?;
-    let cache_dir = files::cache_dir()?;
-    let login = session::require(&config_dir, &settings)?;
-    let principal = login.principal();
-    let key = CacheKey {
-        server: &login.server,
-        principal: &principal,
-        role: &args.role,
-        duration_seconds: args.duration,
-    };
+    let place = Place::new(args)?;
+    let key = place.key(args);
     // The fast path: no runtime, no TLS, no network.
-    if let Some(entry) = cache::read_fresh(&cache_dir, &key, now())? {
+    if let Some(entry) = cache::read_fresh(&place.cache_dir, &key, now())? {
         return Ok(entry);
     }
-    let _lock = cache::lock(&cache_dir, &key)?;
+    let _lock = cache::lock(&place.cache_dir, &key)?;
     // Whoever held the lock before us may have filled the cache.
-    if let Some(entry) = cache::read_fresh(&cache_dir, &key, now())? {
+    if let Some(entry) = cache::read_fresh(&place.cache_dir, &key, now())? {
         return Ok(entry);
     }
-    let credentials = block_on(fetch(&config_dir, &settings, args))?;
-    cache::store(&cache_dir, &key, credentials)
+    let credentials = block_on(fetch(&place.config_dir, &place.settings, args))?;
+    cache::store(&place.cache_dir, &key, credentials)
+}
+
+/// Where the credentials for a role are cached, and for whom: the stored login is required.
+struct Place {
+    settings: Settings,
+    config_dir: std::path::PathBuf,
+    cache_dir: std::path::PathBuf,
+    login: session::StoredLogin,
+    principal: String,
+}
+
+impl Place {
+    fn new(args: &RoleArgs) -> Result<Place, ClientError> {
+        let settings = args.client.settings();
+        let config_dir = files::config_dir()?;
+        let cache_dir = files::cache_dir()?;
+        let login = session::require(&config_dir, &settings)?;
+        let principal = login.principal();
+        Ok(Place {
+            settings,
+            config_dir,
+            cache_dir,
+            login,
+            principal,
+        })
+    }
+
+    fn key<'a>(&'a self, args: &'a RoleArgs) -> CacheKey<'a> {
+        CacheKey {
+            server: &self.login.server,
+            principal: &self.principal,
+            role: &args.role,
+            duration_seconds: args.duration,
+        }
+    }
 }
 
 async fn fetch(

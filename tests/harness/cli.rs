@@ -63,7 +63,12 @@ impl CliHome {
     /// `latchkey ARGS` with this home and nothing inherited that could change its behaviour
     /// (only `PATH` is kept).
     pub fn cmd(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        self.cmd_of(env!("CARGO_BIN_EXE_latchkey"), args)
+    }
+
+    /// `PROGRAM ARGS` with this home, as [`CliHome::cmd`] runs `latchkey`.
+    pub fn cmd_of(&self, program: &str, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(program);
         c.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -79,6 +84,18 @@ impl CliHome {
         tokio::time::timeout(COMMAND_DEADLINE, self.cmd(args).output())
             .await
             .unwrap_or_else(|_| panic!("`latchkey {}` did not finish", args.join(" ")))
+            .unwrap()
+    }
+
+    /// Runs `latchkey-credentials ARGS` to the end (failing the test after
+    /// [`COMMAND_DEADLINE`]).
+    pub async fn run_credentials_binary(&self, args: &[&str]) -> Output {
+        let cmd = self
+            .cmd_of(env!("CARGO_BIN_EXE_latchkey-credentials"), args)
+            .output();
+        tokio::time::timeout(COMMAND_DEADLINE, cmd)
+            .await
+            .unwrap_or_else(|_| panic!("`latchkey-credentials {}` did not finish", args.join(" ")))
             .unwrap()
     }
 

@@ -307,6 +307,12 @@ async fn credentials_prints_exactly_the_process_json_and_a_second_call_uses_the_
     assert!(second.status.success());
     assert_eq!(stdout(&second), text, "served from the cache");
     assert_eq!(grants(&broker), 1, "no second request to the server");
+    // What `latchkey configure` writes into the AWS profiles: the same command, the same cache.
+    let own = home.run_credentials_binary(&["--role", "readonly"]).await;
+    assert!(own.status.success(), "{}", stderr(&own));
+    assert!(own.stderr.is_empty(), "{}", stderr(&own));
+    assert_eq!(stdout(&own), text, "served from the same cache");
+    assert_eq!(grants(&broker), 1, "no request to the server");
 
     assert_eq!(mode(&home.cache_dir()), 0o700);
     let entries: Vec<PathBuf> = std::fs::read_dir(home.cache_dir())
@@ -433,10 +439,11 @@ async fn configure_twice_changes_nothing_and_the_aws_cli_uses_the_profile() {
     assert!(first.status.success(), "{}", stderr(&first));
     let once = std::fs::read_to_string(home.aws_config()).unwrap();
     assert!(once.starts_with(original), "{once}");
-    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_latchkey")).unwrap();
+    // `latchkey-credentials` is installed next to `latchkey`, so the profiles run it.
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_latchkey-credentials")).unwrap();
     assert!(
         once.contains(&format!(
-            "[profile latchkey-readonly]\nregion = us-east-1\ncredential_process = {} credentials --role readonly\n",
+            "[profile latchkey-readonly]\nregion = us-east-1\ncredential_process = {} --role readonly\n",
             exe.display()
         )),
         "{once}"
@@ -450,7 +457,7 @@ async fn configure_twice_changes_nothing_and_the_aws_cli_uses_the_profile() {
     assert_eq!(std::fs::read_to_string(home.aws_config()).unwrap(), once);
 
     let moto = crate::harness::moto::shared().await;
-    // The AWS CLI runs `latchkey credentials`, which calls the broker in this test's runtime:
+    // The AWS CLI runs `latchkey-credentials`, which (nothing cached) calls the broker in this test's runtime:
     // wait for it without blocking that runtime.
     let mut aws = moto.aws_cli();
     aws.args([
