@@ -6,13 +6,15 @@
 //! identity, container or instance role); the region and an optional endpoint (moto in tests and
 //! the sandbox) come from [`AwsConfig`].
 //!
-//! A call never hangs: the SDK's retries are off, each attempt has a timeout, throttled attempts
-//! are retried by a [`Backoff`] inside its budget, and the whole call is cut off at that budget too.
+//! A call never hangs: the SDK's retries are off, each attempt has a timeout (which also ends a
+//! stalled answer, so the SDK's stalled-stream protection is off), throttled attempts are retried
+//! by a [`Backoff`] inside its budget, and the whole call is cut off at that budget too.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sts::config::http::HttpResponse;
@@ -122,7 +124,11 @@ pub(super) async fn sdk_config(
         .region(Region::new(config.region.clone()))
         // Retries are ours (`Backoff`), so one budget bounds the whole call.
         .retry_config(RetryConfig::disabled())
-        .timeout_config(timeouts);
+        .timeout_config(timeouts)
+        // The attempt timeout above already ends a stalled answer (the body is read inside the
+        // attempt); the SDK's own stall detector only added a throughput monitor around every
+        // request and response body, a measurable part of each call's CPU.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(url) = &config.endpoint_url {
         loader = loader.endpoint_url(url.as_str());
     }

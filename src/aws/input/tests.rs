@@ -120,6 +120,21 @@ fn tag_characters() {
 }
 
 #[test]
+fn every_ascii_character_is_classified_as_stss_tag_pattern_does() {
+    let pattern = Regex::new(r"\A[\p{L}\p{Z}\p{N}_.:/=+\-@]\z").unwrap();
+    for c in (0u8..=127).map(char::from) {
+        let expected = pattern.is_match(c.encode_utf8(&mut [0u8; 4]));
+        assert_eq!(ascii_tag_char(c), Some(expected), "{c:?}");
+        assert_eq!(
+            check_tag_chars("f", &c.to_string()).is_ok(),
+            expected,
+            "{c:?}"
+        );
+    }
+    assert_eq!(ascii_tag_char('é'), None);
+}
+
+#[test]
 fn the_error_quotes_the_character_not_the_value() {
     let mut p = params();
     p.tags = vec![SessionTag::new("k", "secret-looking<value")];
