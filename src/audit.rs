@@ -51,7 +51,7 @@ pub use self::canonical::CanonicalError;
 pub use self::chain::{CanonicalEvent, ChainHash};
 pub use self::key::{ChainKey, ChainParams, HashMode, KeyError, KeyId};
 pub use self::kind::{EventKind, UnknownEvent};
-pub use self::port::{ChainStore, ChainStoreError, LinkedWrite};
+pub use self::port::{ChainStore, ChainStoreError, LinkedWrite, append_as_batch};
 pub use self::scan::{RecordSender, Scan};
 pub use self::sink::{Sink, SinkConfig, SinkError, SinkTail};
 pub use self::verify::{BreakReason, Verification, Verifier};

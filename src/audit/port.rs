@@ -104,6 +104,23 @@ pub trait ChainStore: Send + Sync + 'static {
     }
 }
 
+/// Appends `event` as a batch of one: [`ChainStore::append_audit`] for a store whose
+/// [`ChainStore::append_batch`] is its real append.
+///
+/// # Errors
+///
+/// As [`ChainStore::append_batch`], and [`ChainStoreError::Corrupt`] if the batch made no record.
+pub async fn append_as_batch<S: ChainStore + ?Sized>(
+    store: &S,
+    event: &CanonicalEvent,
+    key: &ChainKey,
+) -> Result<AuditRecord, ChainStoreError> {
+    let mut records = store.append_batch(std::slice::from_ref(event), key).await?;
+    records
+        .pop()
+        .ok_or_else(|| ChainStoreError::Corrupt("an append made no record".to_owned()))
+}
+
 /// A change the store makes in the same transaction as an audit append: a break-glass
 /// transition, say. Its record is in the chain if and only if the change committed.
 ///

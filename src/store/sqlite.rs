@@ -183,10 +183,7 @@ impl ChainStore for SqliteStore {
         event: &CanonicalEvent,
         key: &ChainKey,
     ) -> Result<AuditRecord, ChainStoreError> {
-        let mut records = self.append_batch(std::slice::from_ref(event), key).await?;
-        records
-            .pop()
-            .ok_or_else(|| ChainStoreError::Corrupt("an append made no record".to_owned()))
+        crate::audit::append_as_batch(self, event, key).await
     }
 
     async fn append_batch(

@@ -11,12 +11,11 @@ use latchkey::audit::{
     self, AuditError, AuditEvent, AuditRecord, Auditor, CanonicalEvent, ChainHead, ChainKey,
     ChainStore, ChainStoreError, EventKind, Sink, SinkConfig, StoredAuditRecord, Verification,
 };
-use latchkey::store::{self, Store};
+use latchkey::store::Store;
 use serde_json::json;
-use sqlx::Connection;
 use tokio::sync::Semaphore;
 
-use crate::harness::pg::PgSchema;
+use crate::store_audit::TestDb;
 
 // === stories ===
 
@@ -251,8 +250,7 @@ impl ChainStore for Gated {
         event: &CanonicalEvent,
         key: &ChainKey,
     ) -> Result<AuditRecord, ChainStoreError> {
-        let mut records = self.append_batch(std::slice::from_ref(event), key).await?;
-        Ok(records.remove(0))
+        audit::append_as_batch(self, event, key).await
     }
 
     async fn append_batch(
@@ -276,76 +274,6 @@ impl ChainStore for Gated {
         limit: u32,
     ) -> Result<Vec<StoredAuditRecord>, ChainStoreError> {
         self.inner.audit_page(after_seq, limit).await
-    }
-}
-
-/// A fresh database: a SQLite file, or a PostgreSQL schema dropped with this value.
-struct TestDb {
-    url: String,
-    postgres: bool,
-    _schema: Option<PgSchema>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            url: format!("sqlite://{}", dir.path().join("latchkey.db").display()),
-            postgres: false,
-            _schema: None,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Self {
-        let schema = PgSchema::create("group_commit").await;
-        Self {
-            url: schema.url.clone(),
-            postgres: true,
-            _schema: Some(schema),
-            _dir: None,
-        }
-    }
-
-    async fn store(&self) -> Arc<dyn Store> {
-        store::connect(&self.url).await.unwrap()
-    }
-
-    /// Runs one raw statement and returns the rows it affected.
-    async fn exec(&self, sql: &str) -> u64 {
-        if self.postgres {
-            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-            sqlx::query(sql)
-                .execute(&mut conn)
-                .await
-                .unwrap()
-                .rows_affected()
-        } else {
-            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-            sqlx::query(sql)
-                .execute(&mut conn)
-                .await
-                .unwrap()
-                .rows_affected()
-        }
-    }
-
-    /// An insert of a well-formed row at `seq` that belongs to no chain.
-    fn rogue_row(&self, seq: i64) -> String {
-        let (bytes, time) = if self.postgres {
-            (
-                "decode(repeat('00', 32), 'hex')",
-                "'2026-01-01T00:00:00Z'::timestamptz",
-            )
-        } else {
-            ("zeroblob(32)", "'2026-01-01T00:00:00.000000Z'")
-        };
-        format!(
-            "INSERT INTO audit_records (seq, prev_hash, hash, canonical, event, event_time, \
-             actor_issuer, actor_subject) VALUES ({seq}, {bytes}, {bytes}, '{{}}', \
-             'server.started', {time}, NULL, NULL)"
-        )
     }
 }
 

@@ -970,7 +970,7 @@ const CHILD_TAG: &str = "LATCHKEY_TEST_CHILD_TAG";
 
 /// A fresh database: a SQLite file in a temporary directory, or a PostgreSQL schema that is
 /// dropped when this value is.
-struct TestDb {
+pub(crate) struct TestDb {
     url: String,
     /// The PostgreSQL `application_name` of every connection made through `url`.
     app_name: String,
@@ -988,7 +988,7 @@ enum Kind {
 }
 
 impl TestDb {
-    fn sqlite() -> Self {
+    pub(crate) fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path: PathBuf = dir.path().join("latchkey.db");
         Self {
@@ -998,7 +998,7 @@ impl TestDb {
         }
     }
 
-    async fn postgres() -> Self {
+    pub(crate) async fn postgres() -> Self {
         let schema = PgSchema::create("store_audit").await;
         Self {
             url: schema.url.clone(),
@@ -1007,12 +1007,12 @@ impl TestDb {
         }
     }
 
-    async fn store(&self) -> Arc<dyn Store> {
+    pub(crate) async fn store(&self) -> Arc<dyn Store> {
         store::connect(&self.url).await.unwrap()
     }
 
     /// Runs one raw statement on this database and returns the rows it affected.
-    async fn exec(&self, sql: &str) -> u64 {
+    pub(crate) async fn exec(&self, sql: &str) -> u64 {
         match self.kind {
             Kind::Postgres { .. } => {
                 let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
@@ -1050,6 +1050,20 @@ impl TestDb {
             self.bytes(hash)
         );
         assert_eq!(self.exec(&sql).await, 1);
+    }
+
+    /// An insert of a well-formed row at `seq` that belongs to no chain.
+    pub(crate) fn rogue_row(&self, seq: i64) -> String {
+        let zero = self.bytes(&ChainHash::GENESIS);
+        let time = match self.kind {
+            Kind::Postgres { .. } => "'2026-01-01T00:00:00Z'::timestamptz",
+            Kind::Sqlite { .. } => "'2026-01-01T00:00:00.000000Z'",
+        };
+        format!(
+            "INSERT INTO audit_records (seq, prev_hash, hash, canonical, event, event_time, \
+             actor_issuer, actor_subject) VALUES ({seq}, {zero}, {zero}, '{{}}', \
+             'server.started', {time}, NULL, NULL)"
+        )
     }
 
     /// A byte-string literal in this backend's SQL.
