@@ -78,8 +78,7 @@ pub(super) fn run_credentials(args: RoleArgs) -> ExitCode {
 /// the whole of a cache hit, with no runtime, TLS or network code reachable from it
 /// (`latchkey-credentials` links this alone).
 pub(super) fn cached(args: &RoleArgs) -> Result<Option<Entry>, ClientError> {
-    let place = Place::new(args)?;
-    cache::read_fresh(&place.cache_dir, &place.key(args), now())
+    Place::new(args)?.read_fresh(args)
 }
 
 /// Prints `entry` as `credential_process` JSON on stdout.
@@ -163,18 +162,17 @@ pub(super) fn run_env(args: EnvArgs) -> ExitCode {
 /// The credentials for `args`: from the cache, else from the broker (filling the cache).
 fn obtain(args: &RoleArgs) -> Result<Entry, ClientError> {
     let place = Place::new(args)?;
-    let key = place.key(args);
     // The fast path: no runtime, no TLS, no network.
-    if let Some(entry) = cache::read_fresh(&place.cache_dir, &key, now())? {
+    if let Some(entry) = place.read_fresh(args)? {
         return Ok(entry);
     }
-    let _lock = cache::lock(&place.cache_dir, &key)?;
+    let _lock = cache::lock(&place.cache_dir, &place.key(args))?;
     // Whoever held the lock before us may have filled the cache.
-    if let Some(entry) = cache::read_fresh(&place.cache_dir, &key, now())? {
+    if let Some(entry) = place.read_fresh(args)? {
         return Ok(entry);
     }
     let credentials = block_on(fetch(&place.config_dir, &place.settings, args))?;
-    cache::store(&place.cache_dir, &key, credentials)
+    cache::store(&place.cache_dir, &place.key(args), credentials)
 }
 
 /// Where the credentials for a role are cached, and for whom: the stored login is required.
@@ -200,6 +198,11 @@ impl Place {
             login,
             principal,
         })
+    }
+
+    /// The cached credentials for `args`, if present and fresh.
+    fn read_fresh(&self, args: &RoleArgs) -> Result<Option<Entry>, ClientError> {
+        cache::read_fresh(&self.cache_dir, &self.key(args), now())
     }
 
     fn key<'a>(&'a self, args: &'a RoleArgs) -> CacheKey<'a> {

@@ -1,7 +1,8 @@
 //! Group commit of the audit chain on real stores (a SQLite file, a PostgreSQL schema): appends
 //! that arrive while the store is committing share the next transaction, keep the chain's
-//! order, and each caller learns about its own record; a batch commits all or nothing; an
-//! append whose caller gave up before its batch was built is never recorded.
+//! order, and each caller learns about its own record; a batch commits all or nothing, and a
+//! refused one fails every caller in it; an append whose caller gave up before its batch was
+//! built is never recorded.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -171,6 +172,46 @@ async fn an_append_given_up_is_not_recorded(db: &TestDb) {
     assert_eq!(recorded, vec![json!(0), json!(2)]);
 }
 
+/// A batch the store refuses (a conflicting row in its range) fails every caller in it with
+/// the store's error, and records none of them; the next append, once the store accepts again,
+/// continues the chain where it was.
+async fn a_refused_batch_fails_every_caller_in_it(db: &TestDb) {
+    let store = db.store().await;
+    let gated = Arc::new(Gated::new(chain_of(&store)));
+    let dir = tempfile::tempdir().unwrap();
+    let auditor = Arc::new(Auditor::new(
+        Arc::clone(&gated) as Arc<dyn ChainStore>,
+        ChainKey::Sha256,
+        sink_in(&dir).await,
+    ));
+    let first = spawn_append(&auditor, 0);
+    gated.wait_entered(1).await;
+    let queued: Vec<_> = (1..=10).map(|i| spawn_append(&auditor, i)).collect();
+    wait_until(|| auditor.queued() == 10).await;
+    // The queued batch will take seqs 2..=11; a row already at 6 makes the store refuse it.
+    assert_eq!(db.exec(&db.rogue_row(6)).await, 1);
+    gated.open();
+    assert_eq!(first.await.unwrap().unwrap().seq, 1);
+    for handle in queued {
+        let err = handle.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, AuditError::Unavailable(ChainStoreError::Conflict(_))),
+            "{err}"
+        );
+    }
+    assert_eq!(gated.batches(), vec![1, 10]);
+    assert_eq!(store.audit_head().await.unwrap().seq, 1);
+
+    assert_eq!(db.exec("DELETE FROM audit_records WHERE seq = 6").await, 1);
+    assert_eq!(auditor.append(event(11)).await.unwrap().seq, 2);
+    assert!(matches!(
+        audit::verify_store(store.as_ref(), &ChainKey::Sha256, 1_000)
+            .await
+            .unwrap(),
+        Verification::Intact { count: 2, .. }
+    ));
+}
+
 // === tests ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,6 +242,16 @@ async fn an_append_given_up_is_not_recorded_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_given_up_is_not_recorded_postgres() {
     an_append_given_up_is_not_recorded(&TestDb::postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_fails_every_caller_in_it_sqlite() {
+    a_refused_batch_fails_every_caller_in_it(&TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_fails_every_caller_in_it_postgres() {
+    a_refused_batch_fails_every_caller_in_it(&TestDb::postgres().await).await;
 }
 
 // === helpers ===
